@@ -1,0 +1,1 @@
+"""The frame loop: warps, colour coherence, cadence and output sinks. May import torch and cv2, never diffusers."""

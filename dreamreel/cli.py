@@ -1,0 +1,196 @@
+"""The ``dreamreel`` command line. The only module that wires the pieces together and configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from dreamreel import __version__
+from dreamreel.errors import DreamreelError, SettingsError
+
+logger = logging.getLogger("dreamreel.cli")
+
+EXIT_USER_ERROR = 2
+
+
+def _configure_logging(verbose: int, console: Console) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False, rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("dreamreel")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _quiet_libraries() -> None:
+    """diffusers/transformers print loading bars and deprecation chatter; the CLI shows its own progress."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dreamreel",
+        description="Keyframed Stable Diffusion animation (Deforum-compatible) and video restyling.",
+    )
+    parser.add_argument("--version", action="version", version=f"dreamreel {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    plan = commands.add_parser(
+        "plan",
+        help="resolve every schedule of a settings file and show it (no model is loaded)",
+        description="Resolve schedules, prompts and seeds of a settings file (dreamreel or Deforum format) and "
+        "print the frames; nothing is rendered.",
+    )
+    plan.add_argument("settings", help="settings file (.json, or a Deforum settings .txt)")
+    plan.add_argument("--frames", help="frames to show, e.g. '0-10,30,60-90:5' (default: up to 40 spread out)")
+    plan.add_argument("--csv", metavar="FILE", help="write every schedule of every frame to a CSV file")
+    plan.add_argument("--plot", metavar="FILE.png", help="draw the changing schedules to a PNG")
+    plan.set_defaults(handler=_cmd_plan)
+
+    render = commands.add_parser(
+        "render",
+        help="render a settings file into a video (or --resume an interrupted run)",
+        description="Render an animation: schedules are resolved and checked, the output is preflighted, then every "
+        "frame is warped, diffused and streamed into the video. Ctrl-C stops after the current frame and leaves a "
+        "playable video; --resume continues exactly where it stopped.",
+    )
+    render.add_argument("settings", nargs="?", help="settings file (.json, or a Deforum settings .txt)")
+    render.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue an interrupted run")
+    render.add_argument("--out", type=Path, help="run directory (default: runs/<settings name>-<time>)")
+    render.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    render.add_argument("--preview", action="store_true", help="motion preview: every step but the model (no GPU)")
+    render.add_argument("--frames", type=int, dest="max_frames", help="render only this many frames")
+    _add_model_options(render)
+    render.add_argument("--depth-model", help="depth model for 3D: a local folder or a hub id in the local cache")
+    render.add_argument("--codec", choices=["h264", "h265", "vp9", "gif"], help="video codec (default: settings)")
+    render.add_argument("--crf", type=int, help="quality: lower is better and larger (default: settings, 17)")
+    render.add_argument("--preset", help="x264 preset, e.g. veryfast, medium, slow")
+    render.add_argument("--audio", type=Path, help="audio file (or video with sound) to mux in")
+    render.add_argument("--save-frames", action="store_true", help="also keep every frame as a PNG with A1111 info")
+    render.set_defaults(handler=_cmd_render)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="checkpoint (.safetensors), diffusers folder, cached hub id or A1111 name")
+    parser.add_argument("--models-dir", type=Path, help="an AUTOMATIC1111 install: names resolve in its models/")
+    parser.add_argument("--vae", help="VAE to use instead of the model's (name, file, folder, or 'taesd')")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:1, mps, cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument(
+        "--offload", default="none", choices=["none", "model", "sequential"],
+        help="model: like A1111 --medvram; sequential: like --lowvram",
+    )  # fmt: skip
+    parser.add_argument("--attention-slicing", action="store_true", help="lower memory, slower")
+    parser.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU; slow first frames)")
+
+
+def _cmd_render(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.progress import RichProgress
+    from dreamreel.runner import RenderOptions, render_settings, resume
+
+    if (args.settings is None) == (args.resume is None):
+        raise SettingsError("give either a settings file or --resume RUN_DIR", key="render")
+    options = RenderOptions(
+        out=args.out, overwrite=args.overwrite, preview=args.preview, model=args.model, models_dir=args.models_dir,
+        vae=args.vae, device=args.device, dtype=args.dtype, offload=args.offload,
+        attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling, compile=args.compile,
+        depth_model=args.depth_model, codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
+        save_frames=args.save_frames, max_frames=args.max_frames,
+    )  # fmt: skip
+    stop = _StopFlag()
+    progress = RichProgress(console, "preview" if args.preview else "rendering")
+    with stop.installed():
+        if args.resume is not None:
+            report = resume(args.resume, options, progress=progress, should_stop=stop)
+        else:
+            report = render_settings(Path(args.settings), options, progress=progress, should_stop=stop)
+    for line in report.lines():
+        console.print(line, markup=False, highlight=False)
+    return 0 if report.finished else 130
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current frame, then stop cleanly. Second Ctrl-C: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        def handle(signum: int, frame: object) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            logger.warning("stopping after the current frame (Ctrl-C again to stop at once)")
+
+        previous = signal.signal(signal.SIGINT, handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.plan import frame_table, plot_schedules, select_frames, summary_lines
+    from dreamreel.settings import load_settings, resolve_schedules, with_resolved_seed
+
+    settings = with_resolved_seed(load_settings(args.settings))
+    table = resolve_schedules(settings, source=args.settings)
+    frames = select_frames(args.frames, settings.max_frames, table)
+    for line in summary_lines(settings, table):
+        console.print(line, markup=False, highlight=False)
+    console.print(frame_table(table, frames))
+    if len(frames) < settings.max_frames:
+        console.print(
+            f"showing {len(frames)} of {settings.max_frames} frames; --frames selects others, --csv writes all",
+            style="dim",
+        )
+    if args.csv:
+        table.to_csv(args.csv)
+        console.print(f"wrote {args.csv}", highlight=False)
+    if args.plot:
+        plot_schedules(table, args.plot)
+        console.print(f"wrote {args.plot}", highlight=False)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dreamreel`` console script. Returns the exit status."""
+    console = Console(stderr=False)
+    if not console.is_terminal:
+        console = Console(stderr=False, width=200)
+    errors = Console(stderr=True)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, errors)
+    _quiet_libraries()
+    try:
+        return int(args.handler(args, console))
+    except DreamreelError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        errors.print("interrupted", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

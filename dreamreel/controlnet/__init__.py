@@ -1,0 +1,1 @@
+"""ControlNet units and preprocessors (controlnet-aux, imported lazily)."""

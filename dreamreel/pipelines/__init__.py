@@ -1,0 +1,1 @@
+"""Model backends: the only package that imports diffusers and transformers."""

@@ -1,0 +1,210 @@
+"""dreamreel's native settings: one validated, frozen object per run.
+
+The native file is JSON with ``"dreamreel_settings": 1`` at the top; ``docs/settings.md`` lists
+every key. Deforum's flat format is translated into this model by
+:mod:`dreamreel.settings.deforum`; Deforum key names appear nowhere else.
+
+Schedules stay strings here (``"0:(1.0), 30:(1.02)"``); they are parsed by
+:mod:`dreamreel.keyframes` when the schedule table is resolved.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+SETTINGS_VERSION = 1
+
+Mode = Literal["2d", "3d", "video", "interpolation", "still"]
+SeedBehavior = Literal["iter", "fixed", "random", "ladder", "alternate", "schedule"]
+InterpolationMode = Literal["linear", "cubic", "step"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def _schedule_text(value: object) -> object:
+    """Accept a bare number where a schedule is expected (``7`` means ``"0:(7)"``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return f"0:({value})"
+    return value
+
+
+class Schedules(_Model):
+    """Keyframe schedules, one string each. ``None`` means "not scheduled": the constant
+    setting of the same meaning (e.g. ``steps``, ``sampler``) is used for every frame."""
+
+    # 2D / 3D camera motion (per-frame increments, Deforum semantics)
+    angle: str = "0:(0)"
+    zoom: str = "0:(1.0)"
+    translation_x: str = "0:(0)"
+    translation_y: str = "0:(0)"
+    translation_z: str = "0:(0)"
+    transform_center_x: str = "0:(0.5)"
+    transform_center_y: str = "0:(0.5)"
+    rotation_3d_x: str = "0:(0)"
+    rotation_3d_y: str = "0:(0)"
+    rotation_3d_z: str = "0:(0)"
+    perspective_flip_theta: str = "0:(0)"
+    perspective_flip_phi: str = "0:(0)"
+    perspective_flip_gamma: str = "0:(0)"
+    perspective_flip_fv: str = "0:(53)"
+    fov: str = "0:(70)"
+    near: str = "0:(200)"
+    far: str = "0:(10000)"
+    aspect_ratio: str = "0:(1)"
+    # diffusion
+    strength: str = "0:(0.65)"
+    cfg_scale: str = "0:(7)"
+    noise: str = "0:(0.065)"
+    contrast: str = "0:(1.0)"
+    noise_multiplier: str | None = "0:(1.05)"
+    antiblur_amount: str = "0:(0.1)"
+    antiblur_kernel: str = "0:(5)"
+    antiblur_sigma: str = "0:(1)"
+    antiblur_threshold: str = "0:(0)"
+    cadence_flow_factor: str = "0:(1)"
+    seed: str = '0:(s), 1:(-1), "max_f-2":(-1), "max_f-1":(s)'
+    steps: str | None = None
+    clip_skip: str | None = None
+    ddim_eta: str | None = None
+    ancestral_eta: str | None = None
+    # text schedules
+    sampler: str | None = None
+    model: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_constants(cls, value: object) -> object:
+        return _schedule_text(value)
+
+
+NUMERIC_SCHEDULES: tuple[str, ...] = tuple(
+    name for name, field in Schedules.model_fields.items() if name not in ("sampler", "model")
+)
+TEXT_SCHEDULES: tuple[str, ...] = ("sampler", "model")
+
+
+class ColorCoherence(_Model):
+    """Histogram matching of every frame against a reference, to stop colours drifting."""
+
+    space: Literal["lab", "hsv", "rgb"] = "lab"
+    reference: Literal["first_frame", "image", "video"] = "first_frame"
+    image: str | None = None
+    video_every_n_frames: int = Field(1, ge=1)
+    grayscale: bool = False
+
+
+class Depth(_Model):
+    """3D mode: depth estimation and the depth warp."""
+
+    enabled: bool = True
+    model: str = "Midas-3-Hybrid"
+    midas_weight: float = 0.2
+    padding_mode: Literal["border", "reflection", "zeros"] = "border"
+    sampling_mode: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    save_maps: bool = False
+
+
+class VideoInput(_Model):
+    """Video Input mode: every (n-th) frame of a video is the img2img init."""
+
+    path: str
+    every_nth_frame: int = Field(1, ge=1)
+    from_frame: int = Field(0, ge=0)
+    to_frame: int = -1
+    mask_path: str | None = None
+
+
+class Parseq(_Model):
+    """Per-frame values from a Parseq manifest (its ``rendered_frames``)."""
+
+    manifest: str
+    use_deltas: bool = True
+
+
+class Output(_Model):
+    """The video file."""
+
+    codec: Literal["h264", "h265", "vp9", "gif"] = "h264"
+    crf: int = Field(17, ge=0, le=63)
+    preset: str = "slow"
+    audio: str | None = None
+
+
+class Settings(_Model):
+    """Everything a run needs, validated. Frozen: nothing changes it during a run."""
+
+    dreamreel_settings: Literal[1] = SETTINGS_VERSION
+    mode: Mode = "2d"
+    width: int = Field(512, ge=64, le=8192)
+    height: int = Field(512, ge=64, le=8192)
+    max_frames: int = Field(120, ge=1, le=1_000_000)
+    fps: float = Field(15.0, gt=0, le=1000)
+    bpm: float | None = Field(None, gt=0)
+
+    seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    seed_behavior: SeedBehavior = "iter"
+    seed_iter_n: int = Field(1, ge=1)
+    sampler: str = "Euler a"
+    steps: int = Field(25, ge=1, le=1000)
+    model: str | None = None
+
+    init_image: str | None = None
+    init_strength: float = Field(0.8, ge=0.0, le=1.0)
+
+    prompts: dict[str, str] = Field(default_factory=lambda: {"0": "a lighthouse on a cliff at dusk, oil painting"})
+    positive_prompt: str = ""
+    negative_prompt: str = ""
+    prompt_blend: bool = False
+
+    schedules: Schedules = Field(default_factory=Schedules)
+    interpolation: dict[str, InterpolationMode] = Field(default_factory=dict)
+
+    border: Literal["replicate", "wrap"] = "replicate"
+    perspective_flip: bool = False
+    diffusion_cadence: int = Field(1, ge=1, le=50)
+    optical_flow_cadence: Literal["none", "dis_medium", "dis_fine", "farneback"] = "none"
+    noise_type: Literal["perlin", "uniform"] = "perlin"
+    perlin_octaves: int = Field(4, ge=1, le=7)
+    perlin_persistence: float = Field(0.5, gt=0, le=1)
+    color_coherence: ColorCoherence | None = Field(default_factory=ColorCoherence)
+    depth: Depth = Field(default_factory=Depth)
+    video_input: VideoInput | None = None
+    parseq: Parseq | None = None
+    output: Output = Field(default_factory=Output)
+
+    # Where each value came from in the user's file (dotted native path -> key as written), so
+    # errors found later (e.g. in a schedule) name the key the user typed. Not part of the settings.
+    _key_names: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def key_names(self) -> dict[str, str]:
+        return self._key_names
+
+    def __eq__(self, other: object) -> bool:
+        # Settings are equal when their values are; where they were read from does not matter.
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @field_validator("interpolation")
+    @classmethod
+    def _known_schedules(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(NUMERIC_SCHEDULES))
+        if unknown:
+            raise ValueError(f"no numeric schedule named {', '.join(unknown)}; known: {', '.join(NUMERIC_SCHEDULES)}")
+        return value
+
+    @field_validator("prompts")
+    @classmethod
+    def _some_prompt(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError('needs at least one prompt, e.g. {"0": "a lighthouse at dusk"}')
+        return value
