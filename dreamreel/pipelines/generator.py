@@ -1,0 +1,352 @@
+"""The diffusers-backed :class:`FrameGenerator`: one set of weights serving txt2img, img2img and ControlNet.
+
+Everything heavy happens once, in :meth:`DiffusersGenerator.from_source`. A call does only what
+the request changes: swap the scheduler when the sampler name changes, switch LoRA adapters when
+the ``<lora:...>`` tags change, encode the prompt (cached by text), then run the pipeline with its
+own seeded ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+from dreamreel.errors import ModelLoadError, SettingsError
+from dreamreel.generation import GenerationRequest, Image
+from dreamreel.pipelines.loading import find_embedding, find_lora, load_pipeline, resolve_model
+from dreamreel.pipelines.prompt_syntax import extract_lora_tags, prompt_schedule
+from dreamreel.pipelines.samplers import check_sampler, make_scheduler
+from dreamreel.pipelines.text_encoding import encode_blend, encode_pair, pad_to_chunks
+
+logger = logging.getLogger(__name__)
+
+Offload = Literal["none", "model", "sequential"]
+_EMBEDDING_CACHE = 64
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """How to load and run the model. Defaults suit a CUDA GPU; everything also runs on the CPU.
+
+    Attributes:
+        device: "auto" (cuda, then mps, then cpu), or a torch device string.
+        dtype: "auto" (fp16 on CUDA, fp32 elsewhere), "fp32", "fp16" or "bf16".
+        vae: a VAE to use instead of the model's (name, file, folder, or "taesd").
+        controlnets: ControlNet models to load next to the model.
+        offload: "model" = A1111 --medvram (model CPU offload), "sequential" = --lowvram.
+        attention_slicing: lower peak memory at some speed cost.
+        vae_tiling: decode large images in tiles.
+        compile: torch.compile the UNet (first frames are slow while it compiles).
+        models_dir: an AUTOMATIC1111 install folder to resolve names in.
+        embeddings: extra textual-inversion files, used in prompts by file stem.
+    """
+
+    device: str = "auto"
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    vae: str | None = None
+    controlnets: tuple[str, ...] = ()
+    offload: Offload = "none"
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    compile: bool = False
+    models_dir: Path | None = None
+    embeddings: tuple[Path, ...] = field(default_factory=tuple)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu."""
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> fp16 on CUDA, fp32 elsewhere."""
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if requested == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return table[requested]
+
+
+class DiffusersGenerator:
+    """Generates frames with a Stable Diffusion pipeline; implements :class:`FrameGenerator`."""
+
+    def __init__(self, pipe: Any, *, models_dir: Path | None = None, embeddings: Sequence[Path] = ()) -> None:
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+
+        self.models_dir = models_dir
+        self._has_controlnet = getattr(pipe, "controlnet", None) is not None
+        if self._has_controlnet:
+            self._control_txt2img = pipe
+            self._control_img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+            self._txt2img = AutoPipelineForText2Image.from_pipe(pipe, controlnet=None)
+        else:
+            self._txt2img = pipe
+        self._img2img = AutoPipelineForImage2Image.from_pipe(self._txt2img)
+        self._pipes = [p for p in self._all_pipes()]
+        for each in self._pipes:
+            each.set_progress_bar_config(disable=True)
+        self._base_scheduler_config = dict(pipe.scheduler.config)
+        self._sampler: str | None = None
+        self._loras: dict[str, str] = {}  # lora name -> adapter name
+        self._active_loras: tuple[tuple[str, float], ...] = ()
+        self._embedding_files = {p.stem: p for p in embeddings}
+        self._loaded_embeddings: set[str] = set()
+        self._encoded: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.model_path: Path | None = None
+        self._warned: set[str] = set()
+
+    def _all_pipes(self) -> Iterator[Any]:
+        yield self._txt2img
+        yield self._img2img
+        if self._has_controlnet:
+            yield self._control_txt2img
+            yield self._control_img2img
+
+    @classmethod
+    def from_source(cls, model: str, options: GeneratorOptions | None = None) -> DiffusersGenerator:
+        """Load ``model`` (diffusers folder, single file, hub id in the local cache, or A1111 name) once."""
+        options = options or GeneratorOptions()
+        device = pick_device(options.device)
+        dtype = pick_dtype(options.dtype, device)
+        source = resolve_model(model, models_dir=options.models_dir)
+        target = "cpu" if options.offload != "none" else device
+        pipe = load_pipeline(
+            source,
+            device=target,
+            dtype=dtype,
+            vae=options.vae,
+            controlnets=options.controlnets,
+            models_dir=options.models_dir,
+        )
+        if options.offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif options.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+        if options.attention_slicing:
+            pipe.enable_attention_slicing()
+        if options.vae_tiling:
+            pipe.vae.enable_tiling()
+        if options.compile:
+            pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
+        embeddings = list(options.embeddings)
+        if options.models_dir is not None and (options.models_dir / "embeddings").is_dir():
+            embeddings += [
+                p
+                for p in sorted((options.models_dir / "embeddings").rglob("*"))
+                if p.suffix in (".safetensors", ".pt", ".bin")
+            ]
+        generator = cls(pipe, models_dir=options.models_dir, embeddings=embeddings)
+        generator.model_path = source.path
+        return generator
+
+    # --- per call --------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest) -> Image:
+        """One image for the request (see :class:`GenerationRequest`)."""
+        return self.generate_batch(request, 1)[0]
+
+    def generate_batch(self, request: GenerationRequest, count: int) -> list[Image]:
+        """``count`` images in one sampler call, with seeds ``request.seed + i`` (A1111's batch size)."""
+        if request.init_image is not None and request.strength <= 0.0:
+            return [request.init_image.copy() for _ in range(count)]  # nothing to denoise
+        self._use_sampler(request.sampler)
+        prompt, loras = extract_lora_tags(request.prompt)
+        negative, negative_loras = extract_lora_tags(request.negative_prompt)
+        self._use_loras(tuple(loras + negative_loras))
+        self._load_embeddings(prompt + " " + negative + " " + " ".join(t for t, _ in request.prompt_parts))
+        pipe = self._pipe_for(request)
+        cond, uncond, schedule = self._conditioning(request, prompt, negative)
+        kwargs: dict[str, Any] = {
+            "prompt_embeds": cond.repeat(count, 1, 1),
+            "negative_prompt_embeds": uncond.repeat(count, 1, 1),
+            "guidance_scale": request.cfg_scale,
+            "num_inference_steps": _steps_for(request, self._warned),
+            "generator": [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(count)],
+            "output_type": "np",
+        }
+        if request.init_image is None:
+            kwargs.update(height=request.height, width=request.width)
+        else:
+            kwargs.update(image=PILImage.fromarray(request.init_image), strength=request.strength)
+        if request.controls:
+            self._add_controls(kwargs, request, txt2img=request.init_image is None)
+        if len(schedule) > 1:
+            kwargs["callback_on_step_end"] = _PromptEditor(schedule, uncond, count, cfg=request.cfg_scale > 1.0)
+            kwargs["callback_on_step_end_tensor_inputs"] = ["prompt_embeds"]
+        with _noise_multiplier(pipe.scheduler, request.noise_multiplier if request.init_image is not None else 1.0):
+            output = pipe(**kwargs)
+        images = np.asarray(output.images)
+        return [np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8) for image in images]
+
+    def _pipe_for(self, request: GenerationRequest) -> Any:
+        if request.controls:
+            if not self._has_controlnet:
+                raise SettingsError("the request has ControlNet inputs but no ControlNet model was loaded")
+            return self._control_txt2img if request.init_image is None else self._control_img2img
+        return self._txt2img if request.init_image is None else self._img2img
+
+    def _use_sampler(self, name: str) -> None:
+        if name == self._sampler:
+            return
+        canonical = check_sampler(name)
+        scheduler = make_scheduler(canonical, self._base_scheduler_config)
+        for each in self._pipes:
+            each.scheduler = scheduler
+        self._sampler = name
+        logger.debug("sampler %s -> %s", name, type(scheduler).__name__)
+
+    def _use_loras(self, loras: tuple[tuple[str, float], ...]) -> None:
+        if loras == self._active_loras:
+            return
+        pipe = self._txt2img
+        for name, _ in loras:
+            if name not in self._loras:
+                path = Path(name) if Path(name).is_file() else find_lora(name, self.models_dir)
+                adapter = re.sub(r"\W", "_", Path(name).stem) or "lora"
+                try:
+                    pipe.load_lora_weights(str(path), adapter_name=adapter)
+                except (ValueError, KeyError, RuntimeError, OSError) as exc:
+                    raise ModelLoadError(f"cannot load LoRA {name!r} from {path}: {exc}") from exc
+                self._loras[name] = adapter
+        if loras:
+            pipe.enable_lora()
+            pipe.set_adapters([self._loras[n] for n, _ in loras], adapter_weights=[w for _, w in loras])
+        else:
+            pipe.disable_lora()
+        self._active_loras = loras
+        self._encoded.clear()  # LoRAs may change the text encoder
+
+    def _load_embeddings(self, text: str) -> None:
+        for stem, path in self._embedding_files.items():
+            if stem not in self._loaded_embeddings and re.search(rf"(?<![\w-]){re.escape(stem)}(?![\w-])", text):
+                try:
+                    self._txt2img.load_textual_inversion(str(path), token=stem)
+                except (ValueError, KeyError, RuntimeError, OSError) as exc:
+                    raise ModelLoadError(f"cannot load embedding {stem!r} from {path}: {exc}") from exc
+                self._loaded_embeddings.add(stem)
+                self._encoded.clear()
+                logger.info("loaded embedding %s from %s", stem, path)
+
+    def add_embedding(self, name: str) -> None:
+        """Make an embedding from the models folder usable by name (A1111 ``embeddings/``)."""
+        self._embedding_files[Path(name).stem] = find_embedding(name, self.models_dir)
+
+    def _conditioning(
+        self, request: GenerationRequest, prompt: str, negative: str
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, torch.Tensor]]]:
+        """(cond, uncond, [(end_step, cond)] for prompt editing), all padded to the same length."""
+        key = (prompt, negative, request.prompt_parts, request.negative_parts, request.clip_skip, request.steps)
+        pipe = self._txt2img
+        encode = {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "clip_skip": request.clip_skip}
+        if key in self._encoded:
+            self._encoded.move_to_end(key)
+            cond, uncond = self._encoded[key]
+        else:
+            if request.prompt_parts:
+                cond = encode_blend(request.prompt_parts, **encode)
+                uncond_source: Any = list(request.negative_parts) or negative
+                _, uncond = encode_pair("", uncond_source, **encode)
+                chunks = max(cond.shape[1], uncond.shape[1]) // 77
+                empty = encode_pair("", "", **encode)[0]
+                cond, uncond = pad_to_chunks(cond, chunks, empty), pad_to_chunks(uncond, chunks, empty)
+            else:
+                cond, uncond = encode_pair(prompt_schedule(prompt, request.steps)[0][1], negative, **encode)
+            self._encoded[key] = (cond, uncond)
+            if len(self._encoded) > _EMBEDDING_CACHE:
+                self._encoded.popitem(last=False)
+        schedule = prompt_schedule(prompt, request.steps) if not request.prompt_parts else [(request.steps, prompt)]
+        if len(schedule) == 1:
+            return cond, uncond, [(request.steps, cond)]
+        encoded = [(end, encode_pair(text, negative, **encode)) for end, text in schedule]
+        chunks = max(max(c.shape[1], u.shape[1]) for _, (c, u) in encoded) // 77
+        empty = encode_pair("", "", **encode)[0]
+        edits = [(end, pad_to_chunks(c, chunks, empty)) for end, (c, _) in encoded]
+        uncond = pad_to_chunks(encoded[0][1][1], chunks, empty)
+        return edits[0][1], uncond, edits
+
+    def _add_controls(self, kwargs: dict[str, Any], request: GenerationRequest, *, txt2img: bool) -> None:
+        images = [PILImage.fromarray(c.image) for c in request.controls]
+        single = len(images) == 1
+        kwargs["control_image" if not txt2img else "image"] = images[0] if single else images
+        kwargs["controlnet_conditioning_scale"] = (
+            request.controls[0].weight if single else [c.weight for c in request.controls]
+        )
+        kwargs["control_guidance_start"] = [c.guidance_start for c in request.controls]
+        kwargs["control_guidance_end"] = [c.guidance_end for c in request.controls]
+
+
+def _steps_for(request: GenerationRequest, warned: set[str]) -> int:
+    """Sampler steps to ask diffusers for. img2img runs ``int(steps * strength)`` of them; when that is
+    0 (A1111 would then denoise nothing), ask for just enough steps that one runs, and say so once."""
+    if request.init_image is None or int(request.steps * request.strength) >= 1:
+        return request.steps
+    steps = math.ceil(1.0 / request.strength - 1e-9)
+    if "steps" not in warned:
+        warned.add("steps")
+        logger.warning(
+            "steps %d x denoising strength %.3g runs no sampler step; using %d steps so that one step runs",
+            request.steps, request.strength, steps,
+        )  # fmt: skip
+    return steps
+
+
+class _PromptEditor:
+    """``callback_on_step_end`` that switches the text embedding at A1111 prompt-editing steps.
+
+    As in A1111, the schedule is computed for the full step count and the steps a call actually
+    runs are counted from 0 (so an img2img call runs the early part of the schedule).
+    """
+
+    def __init__(
+        self, schedule: list[tuple[int, torch.Tensor]], uncond: torch.Tensor, count: int, *, cfg: bool
+    ) -> None:
+        self.schedule = schedule
+        self.uncond = uncond.repeat(count, 1, 1)
+        self.count = count
+        self.cfg = cfg
+
+    def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        upcoming = step + 1
+        cond = next((c for end, c in self.schedule if upcoming <= end), self.schedule[-1][1])
+        cond = cond.repeat(self.count, 1, 1).to(callback_kwargs["prompt_embeds"].dtype)
+        embeds = torch.cat([self.uncond.to(cond.dtype), cond]) if self.cfg else cond
+        callback_kwargs["prompt_embeds"] = embeds.to(callback_kwargs["prompt_embeds"].device)
+        return callback_kwargs
+
+
+@contextmanager
+def _noise_multiplier(scheduler: Any, multiplier: float) -> Iterator[None]:
+    """A1111's img2img "initial noise multiplier": scale the noise added to the init latents.
+
+    diffusers adds that noise with ``scheduler.add_noise``; it is wrapped for the duration of one
+    call and restored afterwards, whatever happens.
+    """
+    if multiplier == 1.0:
+        yield
+        return
+    original = scheduler.add_noise
+
+    def scaled(original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return original(original_samples, noise * multiplier, timesteps)
+
+    scheduler.add_noise = scaled
+    try:
+        yield
+    finally:
+        del scheduler.add_noise

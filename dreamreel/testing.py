@@ -1,0 +1,498 @@
+"""Tiny random-weight Stable Diffusion models for tests and examples.
+
+Everything here is built from the real diffusers/transformers classes at tiny sizes, seeded, with
+no network access:
+
+- :func:`save_tiny_model`: a diffusers folder (UNet, 4-level VAE so ``vae_scale_factor == 8``, CLIP
+  text encoder, a small byte-level BPE tokenizer) plus ControlNets in ``controlnet-<name>``.
+- :func:`save_tiny_single_file`: the same kind of model as one ``.safetensors`` file in the original
+  LDM/A1111 key layout.
+- :func:`save_tiny_lora`, :func:`save_tiny_embedding`, :func:`save_tiny_vae`, :func:`save_tiny_taesd`.
+
+From the shell: ``python -m dreamreel.testing tiny-model DIR`` and
+``python -m dreamreel.testing tiny-single-file FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    ControlNetModel,
+    DiffusionPipeline,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from dreamreel.pipelines.configs import write_bpe_files
+
+logger = logging.getLogger(__name__)
+
+TINY_PROMPT = "a red cat and the blue dog"
+"""A prompt made of the words the tiny tokenizer has merges for."""
+
+_MERGES = [
+    ("a", "n"), ("an", "d</w>"), ("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("t", "h"),
+    ("th", "e</w>"), ("r", "e"), ("re", "d</w>"), ("b", "l"), ("bl", "u"), ("blu", "e</w>"),
+]  # fmt: skip
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def tiny_tokenizer(directory: Path) -> CLIPTokenizer:
+    """Write a 527-token CLIP byte-level BPE vocabulary to ``directory`` and load it.
+
+    Any text can be encoded (bytes fall back to single-character tokens); the words of
+    :data:`TINY_PROMPT` are single tokens.
+    """
+    write_bpe_files(Path(directory), _MERGES)
+    # positional: the keywords differ between transformers 4 (vocab_file) and 5 (vocab)
+    return CLIPTokenizer(
+        str(Path(directory) / "vocab.json"),
+        str(Path(directory) / "merges.txt"),
+        pad_token="<|endoftext|>",
+        model_max_length=77,  # the default (1e30) makes the pipelines fail
+    )
+
+
+def _tiny_unet(sd1_layout: bool) -> UNet2DConditionModel:
+    if sd1_layout:
+        return UNet2DConditionModel(
+            block_out_channels=(32, 32, 64, 64),
+            layers_per_block=2,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            sample_size=8,
+        )
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        sample_size=8,
+    )
+
+
+def _tiny_vae(sd1_layout: bool) -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=(32, 32, 64, 64) if sd1_layout else (32, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2 if sd1_layout else 1,
+        sample_size=64,
+    )
+
+
+def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+        max_position_embeddings=77,
+        projection_dim=32,
+    )
+    return CLIPTextModel(config)
+
+
+def tiny_pipeline(*, sd1_layout: bool = False) -> StableDiffusionPipeline:
+    """Build the tiny ``StableDiffusionPipeline`` in memory (seeded, deterministic, no ControlNet)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = tiny_tokenizer(Path(tmp))
+    torch.manual_seed(0)
+    unet = _tiny_unet(sd1_layout)
+    torch.manual_seed(0)
+    vae = _tiny_vae(sd1_layout)
+    torch.manual_seed(0)
+    text_encoder = _tiny_text_encoder(tokenizer)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def tiny_controlnet(unet: UNet2DConditionModel, *, seed: int = 1) -> ControlNetModel:
+    """A ControlNet copied from ``unet`` whose zero convolutions get small random weights.
+
+    A freshly made ControlNet has zero output layers and so does nothing; these do, and two
+    seeds give two different ControlNets. The conditioning embedding downsamples by 8, so it takes
+    control images at the output size.
+    """
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16, 32))
+    generator = torch.Generator().manual_seed(seed)
+    zero_modules = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    zero_modules.append(controlnet.controlnet_cond_embedding.conv_out)
+    with torch.no_grad():
+        for module in zero_modules:
+            module.weight.normal_(0.0, 0.05, generator=generator)
+            module.bias.zero_()
+    return controlnet
+
+
+def save_tiny_model(
+    path: Path | str, *, controlnets: Sequence[str] = ("openpose", "hed"), sd1_layout: bool = False
+) -> Path:
+    """Save a tiny random-weight SD 1.x-style model as a diffusers folder.
+
+    Args:
+        path: the folder to create (parents too); existing files are overwritten.
+        controlnets: a ControlNet is saved in ``path/controlnet-<name>`` for each name.
+        sd1_layout: use the UNet/VAE with SD 1.x's block layout (what :func:`save_tiny_single_file`
+            converts); a bit slower than the default, smaller one.
+
+    Returns:
+        ``path``. A 64x64 image has 8x8 latents; prompts longer than 75 tokens are truncated.
+    """
+    path = Path(path)
+    for name in controlnets:
+        if not _NAME.match(name):
+            raise ValueError(f"ControlNet name {name!r} must be letters, digits, '_', '-' or '.'")
+    pipe = tiny_pipeline(sd1_layout=sd1_layout)
+    pipe.save_pretrained(path, safe_serialization=True)
+    for index, name in enumerate(controlnets):
+        cn_dir = path / f"controlnet-{name}"
+        tiny_controlnet(pipe.unet, seed=index + 1).save_pretrained(cn_dir, safe_serialization=True)
+    logger.info("saved a tiny model to %s", path)
+    return path
+
+
+# --- diffusers -> LDM (A1111 single-file) key names ---------------------------------------------
+
+_LDM_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+_LDM_UNET_TOP = {
+    "conv_in.": "input_blocks.0.0.",
+    "time_embedding.linear_1.": "time_embed.0.",
+    "time_embedding.linear_2.": "time_embed.2.",
+    "conv_norm_out.": "out.0.",
+    "conv_out.": "out.2.",
+}
+_UNET_BLOCK = re.compile(r"(down|up)_blocks\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)")
+_MID_BLOCK = re.compile(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)")
+
+
+def _resnet_to_ldm(rest: str) -> str:
+    name, _, tail = rest.partition(".")
+    return f"{_LDM_RESNET[name]}.{tail}"
+
+
+def unet_key_to_ldm(key: str, layers_per_block: int, up_has_attention: Sequence[bool]) -> str:
+    """Map one diffusers ``UNet2DConditionModel`` key to its LDM name (without ``model.diffusion_model.``)."""
+    for old, new in _LDM_UNET_TOP.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    per_level = layers_per_block + 1
+    if match := _UNET_BLOCK.fullmatch(key):
+        side, level, part, index, rest = match[1], int(match[2]), match[3], int(match[4]), match[5]
+        rest = _resnet_to_ldm(rest) if part == "resnets" else rest
+        if part == "downsamplers":
+            return f"input_blocks.{per_level * (level + 1)}.0.{rest.replace('conv.', 'op.', 1)}"
+        if part == "upsamplers":
+            slot = 2 if up_has_attention[level] else 1
+            return f"output_blocks.{per_level * level + layers_per_block}.{slot}.{rest}"
+        slot = 0 if part == "resnets" else 1
+        if side == "down":
+            return f"input_blocks.{per_level * level + index + 1}.{slot}.{rest}"
+        return f"output_blocks.{per_level * level + index}.{slot}.{rest}"
+    if match := _MID_BLOCK.fullmatch(key):
+        part, index, rest = match[1], int(match[2]), match[3]
+        if part == "attentions":
+            return f"middle_block.1.{rest}"
+        return f"middle_block.{2 * index}.{_resnet_to_ldm(rest)}"
+    raise KeyError(f"no LDM name for UNet key {key!r}")
+
+
+_VAE_BLOCK = re.compile(r"(encoder|decoder)\.(down|up)_blocks\.(\d+)\.(resnets|downsamplers|upsamplers)\.(\d+)\.(.+)")
+_VAE_MID = re.compile(r"(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.+)")
+_VAE_ATTENTION = {"group_norm.": "norm.", "to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "proj_out."}
+
+
+def vae_key_to_ldm(key: str, levels: int) -> str:
+    """Map one diffusers ``AutoencoderKL`` key to its LDM name (without ``first_stage_model.``)."""
+    key = key.replace("conv_norm_out.", "norm_out.")
+    if match := _VAE_BLOCK.fullmatch(key):
+        coder, _, level, part, index, rest = match.groups()
+        ldm_level = int(level) if coder == "encoder" else levels - 1 - int(level)
+        where = f"{coder}.{'down' if coder == 'encoder' else 'up'}.{ldm_level}"
+        if part == "resnets":
+            return f"{where}.block.{index}.{rest.replace('conv_shortcut.', 'nin_shortcut.')}"
+        return f"{where}.{'downsample' if part == 'downsamplers' else 'upsample'}.{rest}"
+    if match := _VAE_MID.fullmatch(key):
+        coder, part, index, rest = match.groups()
+        if part == "resnets":
+            return f"{coder}.mid.block_{int(index) + 1}.{rest.replace('conv_shortcut.', 'nin_shortcut.')}"
+        for old, new in _VAE_ATTENTION.items():
+            rest = rest.replace(old, new, 1) if rest.startswith(old) else rest
+        return f"{coder}.mid.attn_1.{rest}"
+    return key
+
+
+def vae_to_ldm(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
+    """The VAE's weights in LDM layout (no prefix); attention projections become 1x1 convolutions."""
+    levels = len(vae.config.block_out_channels)
+    out = {}
+    for key, value in vae.state_dict().items():
+        name = vae_key_to_ldm(key, levels)
+        if ".mid.attn_1." in name and name.endswith(".weight") and value.ndim == 2:
+            value = value[:, :, None, None]
+        out[name] = value.contiguous()
+    return out
+
+
+def ldm_state_dict(
+    unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel
+) -> dict[str, torch.Tensor]:
+    """Combine the three models into one A1111/LDM checkpoint state dict."""
+    lpb = unet.config.layers_per_block
+    has_attention = [name.startswith("CrossAttn") for name in unet.config.up_block_types]
+    out = {
+        "model.diffusion_model." + unet_key_to_ldm(k, lpb, has_attention): v.contiguous()
+        for k, v in unet.state_dict().items()
+    }
+    out.update({"first_stage_model." + k: v for k, v in vae_to_ldm(vae).items()})
+    for key, value in text_encoder.state_dict().items():
+        name = key.removeprefix("text_model.")
+        out["cond_stage_model.transformer.text_model." + name] = value.contiguous()
+    return out
+
+
+def controlnet_to_ldm(controlnet: ControlNetModel) -> dict[str, torch.Tensor]:
+    """The ControlNet's weights in sd-webui-controlnet's layout (``control_model.*``)."""
+    lpb = controlnet.config.layers_per_block
+    last_hint = 2 * (len(controlnet.controlnet_cond_embedding.blocks) + 1)
+    out = {}
+    for key, value in controlnet.state_dict().items():
+        head, _, rest = key.partition(".")
+        if head == "controlnet_cond_embedding":
+            part, _, tail = rest.partition(".")
+            if part == "blocks":
+                index, _, tail = tail.partition(".")
+                name = f"input_hint_block.{2 * (int(index) + 1)}.{tail}"
+            else:
+                name = f"input_hint_block.{0 if part == 'conv_in' else last_hint}.{tail}"
+        elif head == "controlnet_down_blocks":
+            index, _, tail = rest.partition(".")
+            name = f"zero_convs.{index}.0.{tail}"
+        elif head == "controlnet_mid_block":
+            name = f"middle_block_out.0.{rest}"
+        else:
+            name = unet_key_to_ldm(key, lpb, ())
+        out["control_model." + name] = value.contiguous()
+    return out
+
+
+def save_tiny_single_file(
+    path: Path | str, *, model_dir: Path | str | None = None, config_dir: Path | str | None = None
+) -> Path:
+    """Save a tiny model as one ``.safetensors`` file in the LDM/A1111 layout.
+
+    Keys are ``model.diffusion_model.*``, ``first_stage_model.*`` and
+    ``cond_stage_model.transformer.text_model.*``, with a UNet of SD 1.x's block layout, so the file
+    looks like an SD 1.x checkpoint. Loading it needs a config folder that fits the tiny model (the
+    bundled SD 1.x configs do not): pass ``config_dir`` and use that folder as the loader's config.
+
+    Args:
+        path: the ``.safetensors`` file to write.
+        model_dir: convert this diffusers folder (e.g. from ``save_tiny_model(d, sd1_layout=True)``)
+            instead of building a new model.
+        config_dir: also save the diffusers folder the file was made from here (without ControlNets).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    if model_dir is not None:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            model_dir, local_files_only=True, safety_checker=None, requires_safety_checker=False
+        )
+    else:
+        pipe = tiny_pipeline(sd1_layout=True)
+    if config_dir is not None:
+        pipe.save_pretrained(config_dir, safe_serialization=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder), str(path))
+    logger.info("saved a tiny single-file checkpoint to %s", path)
+    return path
+
+
+# --- LoRA, embeddings, VAEs ---------------------------------------------------------------------
+
+
+def _models_of(model: Path | str | DiffusionPipeline) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    if isinstance(model, DiffusionPipeline):
+        return copy.deepcopy(model.unet), copy.deepcopy(model.text_encoder)
+    folder = Path(model)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True)
+    return unet, text_encoder
+
+
+def save_tiny_lora(
+    path: Path | str,
+    model: Path | str | DiffusionPipeline,
+    *,
+    rank: int = 4,
+    text_encoder: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Save a random LoRA for a (tiny) model in diffusers' format.
+
+    Args:
+        path: a ``.safetensors`` file, or a folder that gets ``pytorch_lora_weights.safetensors``.
+        model: the model folder or pipeline the LoRA is for (not modified).
+        rank: LoRA rank.
+        text_encoder: also adapt the text encoder's attention.
+        seed: seed of the random weights (``lora_B`` is random too, so the LoRA has an effect).
+
+    Returns:
+        The ``.safetensors`` file written; ``pipe.load_lora_weights`` accepts it or its folder.
+    """
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    path = Path(path)
+    folder, weight_name = (path.parent, path.name) if path.suffix == ".safetensors" else (path, None)
+    unet, encoder = _models_of(model)
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers: dict[str, Any] = {"unet_lora_layers": unet}
+    if text_encoder:
+        encoder.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj"]))
+        layers["text_encoder_lora_layers"] = encoder
+    generator = torch.Generator().manual_seed(seed)
+    for module in layers.values():
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, 0.1, generator=generator)
+    state = {key: convert_state_dict_to_diffusers(get_peft_model_state_dict(m)) for key, m in layers.items()}
+    StableDiffusionPipeline.save_lora_weights(folder, weight_name=weight_name, safe_serialization=True, **state)
+    return folder / (weight_name or "pytorch_lora_weights.safetensors")
+
+
+def save_tiny_embedding(path: Path | str, token_dim: int, *, n_vectors: int = 2, seed: int = 0) -> Path:
+    """Save a random A1111 textual-inversion embedding.
+
+    ``.safetensors`` files hold ``emb_params`` of shape (n_vectors, token_dim); other suffixes
+    (``.pt``) get A1111's pickle layout (``string_to_param`` / ``string_to_token``, plain tensors).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vectors = torch.randn(n_vectors, token_dim, generator=torch.Generator().manual_seed(seed)) * 0.5
+    if path.suffix == ".safetensors":
+        save_file({"emb_params": vectors}, str(path))
+    else:
+        data = {"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}, "name": path.stem, "step": 0}
+        torch.save(data, path)
+    return path
+
+
+def save_tiny_vae(
+    path: Path | str,
+    *,
+    sd1_layout: bool = False,
+    layout: Literal["ldm", "diffusers"] = "ldm",
+    seed: int = 1,
+) -> Path:
+    """Save a tiny random VAE that fits :func:`save_tiny_model` (same ``sd1_layout``).
+
+    Args:
+        path: a ``.safetensors`` file (one file in ``layout``) or a folder (diffusers format).
+        sd1_layout: match a model saved with ``sd1_layout=True``.
+        layout: key layout of a single file: ``"ldm"`` (A1111 VAE files) or ``"diffusers"``.
+        seed: weights seed; differs from the model's own VAE (seed 0) by default.
+    """
+    path = Path(path)
+    torch.manual_seed(seed)
+    vae = _tiny_vae(sd1_layout)
+    if path.suffix != ".safetensors":
+        vae.save_pretrained(path, safe_serialization=True)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = vae_to_ldm(vae) if layout == "ldm" else {k: v.contiguous() for k, v in vae.state_dict().items()}
+    save_file(state, str(path))
+    return path
+
+
+def save_tiny_taesd(path: Path | str, *, seed: int = 0) -> Path:
+    """Save a tiny random ``AutoencoderTiny`` (TAESD-like, scale factor 8) as a diffusers folder."""
+    torch.manual_seed(seed)
+    taesd = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    )
+    taesd.save_pretrained(Path(path), safe_serialization=True)
+    return Path(path)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m dreamreel.testing`` argument parser (one subcommand per kind of fixture)."""
+    parser = argparse.ArgumentParser(prog="python -m dreamreel.testing", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    model = commands.add_parser("tiny-model", help="save a tiny diffusers model folder")
+    model.add_argument("directory", type=Path)
+    model.add_argument("--controlnets", default="openpose,hed", help="comma-separated names ('' for none)")
+    model.add_argument("--sd1-layout", action="store_true", help="use SD 1.x's UNet/VAE block layout")
+    single = commands.add_parser("tiny-single-file", help="save a tiny LDM-layout .safetensors checkpoint")
+    single.add_argument("file", type=Path)
+    single.add_argument("--config-dir", type=Path, help="also save the matching diffusers folder (its config)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "tiny-model":
+        names = [n.strip() for n in args.controlnets.split(",") if n.strip()]
+        save_tiny_model(args.directory, controlnets=names, sd1_layout=args.sd1_layout)
+    elif args.command == "tiny-single-file":
+        save_tiny_single_file(args.file, config_dir=args.config_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
