@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,17 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def _quiet_model_libraries() -> None:
+    """Turn off the loading bars and chatter of diffusers/transformers (the CLI shows its own progress)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +92,39 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--preset", help="x264 preset, e.g. veryfast, medium, slow")
     render.add_argument("--audio", type=Path, help="audio file (or video with sound) to mux in")
     render.add_argument("--save-frames", action="store_true", help="also keep every frame as a PNG with A1111 info")
+    render.add_argument(
+        "--segment-frames",
+        type=int,
+        default=60,
+        help="frames per video segment; a checkpoint follows each (default 60)",
+    )
     render.set_defaults(handler=_cmd_render)
+
+    still = commands.add_parser(
+        "still",
+        help="generate still images (txt2img, or img2img with --init)",
+        description="Generate images with A1111 semantics; each PNG carries A1111's generation parameters.",
+    )
+    still.add_argument("prompt", nargs="?", help="prompt in A1111 syntax (omit with --from)")
+    still.add_argument("--negative", help="negative prompt")
+    still.add_argument("--from", dest="from_image", type=Path, help="regenerate from a PNG's A1111 parameters")
+    still.add_argument("--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras' (default Euler a)")
+    still.add_argument("--steps", type=int, help="sampler steps (default 25)")
+    still.add_argument("--cfg", type=float, help="CFG scale (default 7)")
+    still.add_argument("--seed", type=int, help="seed; -1 = random (default)")
+    still.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x768 (default 512x512)")
+    still.add_argument("--init", type=Path, help="init image for img2img")
+    still.add_argument("--strength", type=float, help="img2img denoising strength 0..1 (default 0.75)")
+    still.add_argument("--clip-skip", type=int, help="A1111 clip skip (default 1)")
+    still.add_argument("--batch-count", type=int, default=1, help="how many batches")
+    still.add_argument("--batch-size", type=int, default=1, help="images per batch")
+    still.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
+    _add_model_options(still)
+    still.set_defaults(handler=_cmd_still)
+
+    info = commands.add_parser("info", help="print the A1111 generation parameters stored in a PNG")
+    info.add_argument("image", type=Path)
+    info.set_defaults(handler=_cmd_info)
     return parser
 
 
@@ -110,9 +154,11 @@ def _cmd_render(args: argparse.Namespace, console: Console) -> int:
         vae=args.vae, device=args.device, dtype=args.dtype, offload=args.offload,
         attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling, compile=args.compile,
         depth_model=args.depth_model, codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
-        save_frames=args.save_frames, max_frames=args.max_frames,
+        save_frames=args.save_frames, max_frames=args.max_frames, segment_frames=args.segment_frames,
     )  # fmt: skip
     stop = _StopFlag()
+    if not args.preview:
+        _quiet_model_libraries()
     progress = RichProgress(console, "preview" if args.preview else "rendering")
     with stop.installed():
         if args.resume is not None:
@@ -122,6 +168,66 @@ def _cmd_render(args: argparse.Namespace, console: Console) -> int:
     for line in report.lines():
         console.print(line, markup=False, highlight=False)
     return 0 if report.finished else 130
+
+
+def _cmd_still(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.pnginfo import read_info
+    from dreamreel.progress import RichProgress
+    from dreamreel.still import StillRequest, render_stills
+
+    width = height = None
+    if args.size:
+        match = re.fullmatch(r"(\d+)[xX](\d+)", args.size.strip())
+        if not match:
+            raise SettingsError(f"is {args.size!r}; write WIDTHxHEIGHT, e.g. 512x768", key="--size")
+        width, height = int(match.group(1)), int(match.group(2))
+    overrides = {
+        "prompt": args.prompt, "negative_prompt": args.negative, "sampler": args.sampler, "steps": args.steps,
+        "cfg_scale": args.cfg, "seed": args.seed, "width": width, "height": height, "init_image": args.init,
+        "denoising_strength": args.strength, "clip_skip": args.clip_skip, "batch_count": args.batch_count,
+        "batch_size": args.batch_size,
+    }  # fmt: skip
+    model = args.model
+    if args.from_image is not None:
+        info = read_info(args.from_image)
+        request = StillRequest.from_info(info, **overrides)
+        model = model or info.params.get("Model")
+    elif args.prompt is None:
+        raise SettingsError("give a prompt, or --from IMAGE.png", key="still")
+    else:
+        request = StillRequest(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    if not model:
+        raise SettingsError(
+            "is required: a checkpoint file, diffusers folder, cached hub id or A1111 name", key="--model"
+        )
+
+    def factory(settings: object) -> object:
+        from dreamreel.pipelines.generator import DiffusersGenerator, GeneratorOptions
+
+        return DiffusersGenerator.from_source(
+            model,
+            GeneratorOptions(
+                device=args.device, dtype=args.dtype, vae=args.vae, offload=args.offload, models_dir=args.models_dir,
+                attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling, compile=args.compile,
+            ),
+        )  # fmt: skip
+
+    from dreamreel.runner import model_info
+
+    _quiet_model_libraries()
+    paths = render_stills(
+        request, args.out, factory, model=model, model_info=model_info, progress=RichProgress(console, "generating")
+    )  # type: ignore[arg-type]
+    for path in paths:
+        console.print(f"wrote {path}", markup=False, highlight=False)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.pnginfo import read_info
+
+    console.print(read_info(args.image).to_text(), markup=False, highlight=False)
+    return 0
 
 
 class _StopFlag:

@@ -1,0 +1,181 @@
+"""The frame loop: warp the previous output, prepare the init, generate, write.
+
+The loop depends on small protocols (a :class:`FrameGenerator`, a :class:`FrameSink`, a
+:class:`ProgressReporter`, a stop flag) and carries everything one frame needs from the previous
+one in an explicit :class:`LoopState`, replaced (never patched) after every cadence group.
+
+Cadence: frames are rendered in groups that end at a diffused frame ``b`` (table column
+``diffuse``; frame 0, every ``cadence``-th frame and always the last frame). For a group ``a -> b``
+the last diffused image ``D_a`` is warped frame by frame to ``W(j)``, ``j = a+1..b``; ``W(b)``
+becomes the init of ``D_b``; the in-between frames are ``(1-w) W(j) + w D_b(j)`` with
+``w = (j-a)/(b-a)``, where ``D_b(j)`` is ``D_b`` moved back to frame ``j``'s camera position, so
+both images of the blend are aligned. State is only ever saved between groups.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from dreamreel.anim.motion import Motion
+from dreamreel.anim.protocols import FrameSink, NullProgress, ProgressReporter
+from dreamreel.anim.steps import InitPreparer
+from dreamreel.anim.timing import StageTimer
+from dreamreel.generation import FrameGenerator, GenerationRequest, Image
+from dreamreel.keyframes.table import FrameParams, ScheduleTable
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """What the next cadence group needs. Saved between groups so a run can resume exactly.
+
+    Attributes:
+        next_frame: the first frame not yet written.
+        anchor: the last diffused output (at frame ``next_frame - 1``), None before frame 0.
+        color_reference: the image colours are matched against, once known.
+    """
+
+    next_frame: int = 0
+    anchor: Image | None = None
+    color_reference: Image | None = None
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The per-run constants of the loop (derived once from the settings)."""
+
+    width: int
+    height: int
+    loopback: bool = True  # img2img from the warped previous output (2D/3D); False: every frame independent
+    init_image: Image | None = None  # frame-0 init (or every frame's init without loopback)
+    match_output_colors: bool = True
+    frame_inits: Callable[[int], Image] | None = None  # Video Input: the init of each frame
+
+
+def render(
+    config: LoopConfig,
+    table: ScheduleTable,
+    generator: FrameGenerator,
+    sink: FrameSink,
+    *,
+    motion: Motion,
+    prepare: InitPreparer,
+    state: LoopState | None = None,
+    progress: ProgressReporter | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    checkpoint: Callable[[LoopState], None] | None = None,
+    timer: StageTimer | None = None,
+) -> LoopState:
+    """Render every frame from ``state.next_frame`` to the end of ``table`` into ``sink``.
+
+    Stops early (after a complete cadence group) when ``should_stop()`` turns true. Returns the
+    state after the last written frame; ``state.next_frame == table.max_frames`` when finished.
+    Nothing here mutates ``config``, ``table`` or ``state``.
+    """
+    state = state or LoopState()
+    progress = progress or NullProgress()
+    timer = timer or StageTimer()
+    diffused = np.flatnonzero(table.numeric["diffuse"]).tolist()
+    progress.start(table.max_frames, completed=state.next_frame)
+    try:
+        for end in (b for b in diffused if b >= state.next_frame):
+            if should_stop():
+                logger.info("stopping at frame %d as requested", state.next_frame)
+                break
+            frames = _render_group(config, table, generator, motion, prepare, state, end, timer)
+            for image, params in frames:
+                with timer.stage("encode"):
+                    sink.write(image, params)
+                progress.advance(params.frame)
+            anchor = frames[-1][0]
+            reference = state.color_reference if state.color_reference is not None else anchor
+            state = replace(state, next_frame=end + 1, anchor=anchor, color_reference=reference)
+            if checkpoint is not None:
+                checkpoint(state)
+    finally:
+        progress.close()
+    return state
+
+
+def _render_group(
+    config: LoopConfig,
+    table: ScheduleTable,
+    generator: FrameGenerator,
+    motion: Motion,
+    prepare: InitPreparer,
+    state: LoopState,
+    end: int,
+    timer: StageTimer,
+) -> list[tuple[Image, FrameParams]]:
+    """Frames ``state.next_frame .. end``: the warped chain, the diffusion at ``end``, the tweens."""
+    rows = [table.row(j) for j in range(state.next_frame, end + 1)]
+    if not config.loopback or state.anchor is None:
+        init = _independent_init(config, rows[-1])
+        image = _generate(generator, config, rows[-1], init, timer)
+        return [(image, rows[-1])]
+    chain: list[Image] = []
+    current = state.anchor
+    for row in rows:
+        with timer.stage("warp"):
+            current = motion.warp(current, row, timer)
+        chain.append(current)
+    init = prepare(chain[-1], rows[-1], state.color_reference, timer)
+    result = _generate(generator, config, rows[-1], init, timer)
+    if config.match_output_colors and state.color_reference is not None:
+        with timer.stage("color"):
+            result = prepare.match_colors(result, state.color_reference)
+    frames: list[tuple[Image, FrameParams]] = []
+    span = len(rows)
+    for index, row in enumerate(rows[:-1]):
+        weight = (index + 1) / span
+        with timer.stage("warp"):
+            moved_back = motion.back(result, rows[index + 1 :], chain[index], chain[-1])
+        blend = chain[index].astype(np.float32) * (1.0 - weight) + moved_back.astype(np.float32) * weight
+        frames.append((np.clip(np.rint(blend), 0, 255).astype(np.uint8), row))
+    frames.append((result, rows[-1]))
+    return frames
+
+
+def _independent_init(config: LoopConfig, row: FrameParams) -> Image | None:
+    if config.frame_inits is not None:
+        return config.frame_inits(row.frame)
+    return config.init_image
+
+
+def _generate(
+    generator: FrameGenerator, config: LoopConfig, row: FrameParams, init: Image | None, timer: StageTimer
+) -> Image:
+    request = request_for(row, config, init)
+    with timer.stage("model"):
+        image = generator.generate(request)
+    if image.shape != (config.height, config.width, 3) or image.dtype != np.uint8:
+        raise ValueError(
+            f"the generator returned an image of shape {image.shape} and dtype {image.dtype} for frame {row.frame}; "
+            f"expected ({config.height}, {config.width}, 3) uint8"
+        )
+    return image
+
+
+def request_for(row: FrameParams, config: LoopConfig, init: Image | None) -> GenerationRequest:
+    """The generator request of one frame: the schedule row, the size and the init image."""
+    return GenerationRequest(
+        prompt=row.prompt,
+        negative_prompt=row.negative_prompt,
+        width=config.width,
+        height=config.height,
+        steps=int(row.steps),
+        cfg_scale=row.cfg_scale,
+        strength=row.denoise if init is not None else 1.0,
+        seed=int(row.seed),
+        sampler=row.sampler,
+        init_image=init,
+        noise_multiplier=row.noise_multiplier,
+        clip_skip=int(row.clip_skip),
+        prompt_parts=row.prompt_parts,
+        negative_parts=row.negative_parts,
+    )

@@ -1,0 +1,355 @@
+"""The run directory: the single source of truth of a render.
+
+Layout::
+
+    RUN/
+      settings.json          validated settings, native form (seed resolved)
+      settings_deforum.txt   the same in Deforum's flat form
+      schedule.csv           every per-frame value (the schedule table), bit-exact
+      manifest.json          status, options, finished segments, the saved loop state
+      segments/              independent video segments, each complete and playable
+      state/<frame>/         the loop state at the end of the last committed segment (lossless PNG)
+      reference.png          the colour-coherence reference, once known
+      pending/               lossless PNGs of the frames of the segment being written, and
+                             pending.json: how many of them belong to finished cadence groups
+      frames/                PNGs with A1111 generation info (only with --save-frames)
+      video.mp4              the joined video (+ audio)
+
+The manifest is the commit point for segments; ``pending/pending.json`` is the commit point for
+the frames of the open segment. Segments are cut at frame positions that depend only on the
+table and ``segment_frames``, never on when a run was stopped, so a resumed run writes the same
+segments as an uninterrupted one: it re-encodes the pending frames of the open segment from their
+PNGs and renders on from the last finished cadence group. Nothing that was finished is rendered
+again, and, the loop being deterministic, the resumed video equals the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from dreamreel import __version__
+from dreamreel.anim.loop import LoopState
+from dreamreel.anim.video import SegmentInfo, SegmentWriter, VideoOptions, join_segments
+from dreamreel.errors import RenderError, SettingsError
+from dreamreel.generation import Image
+from dreamreel.keyframes.table import FrameParams, ScheduleTable
+from dreamreel.pnginfo import GenerationInfo, png_text
+from dreamreel.settings import Settings, load_settings, save_settings
+from dreamreel.settings.io import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+SETTINGS = "settings.json"
+SETTINGS_DEFORUM = "settings_deforum.txt"
+SCHEDULE = "schedule.csv"
+
+
+@dataclass
+class Manifest:
+    """What ``manifest.json`` holds."""
+
+    status: str = "created"  # created | rendering | interrupted | done
+    max_frames: int = 0
+    next_frame: int = 0
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    state: str | None = None  # folder under state/ with the loop state after next_frame - 1
+    video: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    dreamreel_version: str = __version__
+    updated: float = 0.0
+
+    def segment_infos(self, root: Path) -> list[SegmentInfo]:
+        return [SegmentInfo(root / s["path"], s["first_frame"], s["frame_count"]) for s in self.segments]
+
+
+class RunDirectory:
+    """Creates, checkpoints, finishes and resumes one run directory."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    # --- creating and opening -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, root: Path, settings: Settings, table: ScheduleTable, options: dict[str, Any], *, overwrite: bool = False
+    ) -> RunDirectory:
+        """Record the run before frame 0: settings (both forms), schedule table, manifest."""
+        root = Path(root)
+        existing = root / MANIFEST
+        if existing.exists():
+            status = json.loads(existing.read_text(encoding="utf-8")).get("status")
+            if not overwrite:
+                hint = (
+                    "it is finished"
+                    if status == "done"
+                    else f"it is unfinished ({status}); continue it with --resume {root}"
+                )
+                raise SettingsError(
+                    f"the run directory already holds a render and {hint}. Pass --overwrite to replace it, or choose "
+                    "another --out",
+                    key="--out",
+                )
+            for name in ("segments", "state", "frames"):
+                shutil.rmtree(root / name, ignore_errors=True)
+        elif root.exists() and any(root.iterdir()) and not overwrite:
+            raise SettingsError(
+                f"{root} exists and is not empty; choose another --out or pass --overwrite", key="--out"
+            )
+        (root / "segments").mkdir(parents=True, exist_ok=True)
+        save_settings(settings, root / SETTINGS)
+        save_settings(settings, root / SETTINGS_DEFORUM, deforum=True)
+        table.to_csv(root / SCHEDULE)
+        run = cls(root, Manifest(status="rendering", max_frames=table.max_frames, options=options))
+        run.commit()
+        return run
+
+    @classmethod
+    def open(cls, root: Path) -> RunDirectory:
+        """Open an existing run directory for resuming."""
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise SettingsError(f"{root} is not a dreamreel run directory (no {MANIFEST})", key="--resume")
+        try:
+            manifest = Manifest(**json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise SettingsError(f"{path} is damaged: {exc}", key="--resume") from exc
+        run = cls(root, manifest)
+        for segment in manifest.segments:
+            if not (root / segment["path"]).is_file():
+                raise RenderError(f"{root / segment['path']} listed in {path} is missing; the run cannot be resumed")
+        return run
+
+    def settings(self) -> Settings:
+        return load_settings(self.root / SETTINGS)
+
+    def table(self) -> ScheduleTable:
+        return ScheduleTable.from_csv(self.root / SCHEDULE)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def saved_state(self) -> tuple[LoopState, list[Image]]:
+        """The loop state to resume from, and the pending frames of the open segment (in order)."""
+        reference = _read_png(self.root / "reference.png")
+        if self.manifest.state is None:
+            base = LoopState(color_reference=reference)
+        else:
+            anchor = _read_png(self.root / "state" / self.manifest.state / "anchor.png")
+            base = LoopState(next_frame=self.manifest.next_frame, anchor=anchor, color_reference=reference)
+        pending_file = self.root / "pending" / "pending.json"
+        if not pending_file.is_file():
+            return base, []
+        pending = json.loads(pending_file.read_text(encoding="utf-8"))
+        if pending.get("segment_start") != base.next_frame or pending["next_frame"] <= base.next_frame:
+            return base, []
+        frames = []
+        for frame in range(base.next_frame, pending["next_frame"]):
+            image = _read_png(self.root / "pending" / f"{frame:09d}.png")
+            if image is None:
+                logger.warning("pending frame %d is missing; rendering from frame %d again", frame, base.next_frame)
+                return base, []
+            frames.append(image)
+        anchor = frames[-1]
+        return LoopState(next_frame=pending["next_frame"], anchor=anchor, color_reference=reference), frames
+
+    def save_state(self, state: LoopState) -> str:
+        name = f"{state.next_frame:09d}"
+        folder = self.root / "state" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if state.anchor is not None:
+            _write_png(folder / "anchor.png", state.anchor)
+        return name
+
+    def save_reference(self, reference: Image) -> None:
+        if not (self.root / "reference.png").exists():
+            _write_png(self.root / "reference.png", reference)
+
+    def commit(self) -> None:
+        """Write the manifest atomically; then drop state snapshots it no longer names."""
+        self.manifest.updated = time.time()
+        write_text_atomic(self.root / MANIFEST, json.dumps(asdict(self.manifest), indent=2) + "\n")
+        state_root = self.root / "state"
+        if state_root.is_dir():
+            for folder in state_root.iterdir():
+                if folder.name != self.manifest.state:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def discard_uncommitted(self) -> None:
+        """Remove segment files the manifest does not name (a partial segment of an interrupted run)."""
+        named = {s["path"] for s in self.manifest.segments}
+        for file in (self.root / "segments").iterdir():
+            if f"segments/{file.name}" not in named:
+                file.unlink(missing_ok=True)
+
+
+class RunSink:
+    """The frame sink of a run: streams frames into segments and checkpoints after each cadence group.
+
+    Every frame also goes to ``pending/`` as a lossless PNG; after each cadence group
+    ``pending/pending.json`` records how far the finished groups go. A segment is closed, the loop
+    state saved and the manifest committed once it holds ``segment_frames`` frames (at the end of
+    the cadence group that reaches that count), and at the end of the run.
+    """
+
+    def __init__(
+        self,
+        run: RunDirectory,
+        options: VideoOptions,
+        *,
+        segment_frames: int = 60,
+        save_frames: bool = False,
+        frame_info: dict[str, str] | None = None,
+    ) -> None:
+        self.run = run
+        self.options = options
+        self.writer = SegmentWriter(options)
+        self.segment_frames = max(1, segment_frames)
+        self.save_frames = save_frames
+        self.frame_info = frame_info or {}
+        self.partial: SegmentInfo | None = None
+        self._segment_start = 0
+        self._pending = run.root / "pending"
+        self._pending.mkdir(exist_ok=True)
+        self._last_state: LoopState | None = None
+        self._written_end = 0  # one past the last frame written
+
+    def replay(self, frames: list[Image], first_frame: int) -> None:
+        """Re-encode the pending frames of an interrupted segment (resume), so segments match."""
+        for offset, image in enumerate(frames):
+            self._open(first_frame)
+            self.writer.write(image)
+            self._written_end = first_frame + offset + 1
+
+    def _open(self, frame: int) -> None:
+        if not self.writer.is_open:
+            name = f"segments/seg_{frame:09d}{self.options.segment_suffix}"
+            self.writer.open(self.run.root / name, frame)
+            self._segment_start = frame
+
+    def write(self, image: Image, params: FrameParams) -> None:
+        self._open(params.frame)
+        self.writer.write(image)
+        self._written_end = params.frame + 1
+        _write_png(self._pending / f"{params.frame:09d}.png", image, sync=False)
+        if self.save_frames:
+            self._save_png(image, params)
+
+    def checkpoint(self, state: LoopState) -> None:
+        """Called by the loop after each cadence group, with the state after it."""
+        self._last_state = state
+        if state.color_reference is not None:
+            self.run.save_reference(state.color_reference)
+        if self.writer.frame_count >= self.segment_frames or state.next_frame >= self.run.manifest.max_frames:
+            self._commit_segment(state)
+        else:
+            _sync_dir(self._pending)
+            pending = {"segment_start": self._segment_start, "next_frame": state.next_frame}
+            write_text_atomic(self._pending / "pending.json", json.dumps(pending) + "\n")
+
+    def _commit_segment(self, state: LoopState) -> None:
+        info = self.writer.close()
+        manifest = self.run.manifest
+        manifest.segments.append(
+            {"path": f"segments/{info.path.name}", "first_frame": info.first_frame, "frame_count": info.frame_count}
+        )
+        manifest.state = self.run.save_state(state)
+        manifest.next_frame = state.next_frame
+        self.run.commit()
+        for file in self._pending.iterdir():
+            file.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """After the loop (finished, stopped or failed): keep the open segment as a partial one."""
+        if not self.writer.is_open:
+            return
+        if self._last_state is not None and self._last_state.next_frame == self._written_end:
+            self.partial = self.writer.close()
+        else:  # a cadence group was cut short: its frames are rendered again on resume
+            self.writer.abort()
+
+    def finish(self, *, audio: Path | None, audio_start: float = 0.0, status: str = "done") -> Path | None:
+        """Join the committed segments (and a partial one) into the video and record the status."""
+        manifest = self.run.manifest
+        segments = manifest.segment_infos(self.run.root)
+        if self.partial is not None:
+            segments.append(self.partial)
+        manifest.status = status
+        if not segments:
+            self.run.commit()
+            return None
+        video = self.run.root / f"video{self.options.output_suffixes[0]}"
+        join_segments(segments, video, options=self.options, audio=audio, audio_start=audio_start)
+        manifest.video = video.name
+        self.run.commit()
+        return video
+
+    def _save_png(self, image: Image, params: FrameParams) -> None:
+        folder = self.run.root / "frames"
+        folder.mkdir(exist_ok=True)
+        extra = {
+            **self.frame_info,
+            "Denoising strength": f"{params.denoise:g}" if params.frame > 0 else "",
+            "Frame": str(params.frame),
+        }
+        save_png_with_info(folder / f"{params.frame:09d}.png", image, params, extra)
+
+
+def generation_info(image: Image, params: FrameParams, extra: dict[str, str]) -> GenerationInfo:
+    """A1111's parameters for one frame."""
+    return GenerationInfo(
+        params.prompt,
+        params.negative_prompt,
+        {
+            "Steps": str(int(params.steps)),
+            "Sampler": params.sampler,
+            "CFG scale": f"{params.cfg_scale:g}",
+            "Seed": str(int(params.seed)),
+            "Size": f"{image.shape[1]}x{image.shape[0]}",
+            **extra,
+            "Version": f"dreamreel {__version__}",
+        },
+    )
+
+
+def save_png_with_info(path: Path, image: Image, params: FrameParams, extra: dict[str, str]) -> Path:
+    """Save a PNG carrying A1111's ``parameters`` text chunk (read by PNG Info and civitai)."""
+    info = generation_info(image, params, extra)
+    PILImage.fromarray(image).save(path, pnginfo=png_text({"parameters": info.to_text()}), compress_level=1)
+    return path
+
+
+def _write_png(path: Path, image: Image, *, sync: bool = True) -> None:
+    """Write a PNG under a temporary name and rename it, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    PILImage.fromarray(image).save(tmp, format="PNG", compress_level=1)
+    if sync:
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _sync_dir(folder: Path) -> None:
+    """Flush a folder's files to disk (before a commit point names them)."""
+    for file in folder.glob("*.png"):
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _read_png(path: Path) -> Image | None:
+    if not path.is_file():
+        return None
+    with PILImage.open(path) as image:
+        return np.asarray(image.convert("RGB")).copy()

@@ -1,0 +1,68 @@
+"""Turning the warped previous frame into the next img2img init: colour, contrast, anti-blur, noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dreamreel.anim.color import ColorMatcher
+from dreamreel.anim.filters import adjust_contrast, unsharp_mask
+from dreamreel.anim.noise import add_noise
+from dreamreel.anim.timing import StageTimer
+from dreamreel.generation import Image
+from dreamreel.keyframes.table import FrameParams
+
+
+@dataclass
+class InitPreparer:
+    """Prepares inits with Deforum's order: colour match, contrast, anti-blur, noise.
+
+    Attributes:
+        color_space: "lab", "hsv" or "rgb"; None disables colour coherence.
+        noise_kind: "perlin" or "uniform".
+        add_noise: False in motion previews, where noise would only pile up without a model to remove it.
+        sharpen: False in motion previews for the same reason.
+    """
+
+    color_space: str | None = "lab"
+    noise_kind: str = "perlin"
+    perlin_octaves: int = 4
+    perlin_persistence: float = 0.5
+    add_noise: bool = True
+    sharpen: bool = True
+    _matchers: dict[int, tuple[Image, ColorMatcher]] = field(default_factory=dict, repr=False)
+
+    def match_colors(self, image: Image, reference: Image) -> Image:
+        """``image`` with the colour histograms of ``reference`` (the matcher is built once per reference)."""
+        if self.color_space is None:
+            return image
+        cached = self._matchers.get(id(reference))
+        if cached is None or cached[0] is not reference:
+            cached = (reference, ColorMatcher(reference, self.color_space))
+            self._matchers = {id(reference): cached}
+        return cached[1].match(image)
+
+    def __call__(self, image: Image, params: FrameParams, reference: Image | None, timer: StageTimer) -> Image:
+        if reference is not None and self.color_space is not None:
+            with timer.stage("color"):
+                image = self.match_colors(image, reference)
+        with timer.stage("filters"):
+            if params.contrast != 1.0:
+                image = adjust_contrast(image, params.contrast)
+            if self.sharpen and params.antiblur_amount > 0:
+                image = unsharp_mask(
+                    image,
+                    amount=params.antiblur_amount,
+                    kernel=int(params.antiblur_kernel),
+                    sigma=params.antiblur_sigma,
+                    threshold=params.antiblur_threshold,
+                )
+            if self.add_noise and params.noise > 0:
+                image = add_noise(
+                    image,
+                    params.noise,
+                    seed=int(params.seed),
+                    kind=self.noise_kind,
+                    octaves=self.perlin_octaves,
+                    persistence=self.perlin_persistence,
+                )
+        return image

@@ -1,0 +1,45 @@
+"""The CLI's progress bar (rich), behind the :class:`ProgressReporter` protocol."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+
+class _SecondsPerFrame(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{1 / speed:.2f} s/frame" if speed else "- s/frame", style="progress.data.speed")
+
+
+class RichProgress:
+    """Frame count, seconds per frame and ETA on a console."""
+
+    def __init__(self, console: Console, description: str = "rendering") -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _SecondsPerFrame(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._description = description
+        self._task: int | None = None
+        self.started = 0.0
+
+    def start(self, total: int, *, completed: int = 0) -> None:
+        self.started = time.perf_counter()
+        self._progress.start()
+        self._task = self._progress.add_task(self._description, total=total, completed=completed)
+
+    def advance(self, frame: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=frame + 1)
+
+    def close(self) -> None:
+        self._progress.stop()
