@@ -14,6 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from dreamreel import __version__
 from dreamreel.errors import SettingsError, did_you_mean
 from dreamreel.settings.model import Settings
 
@@ -102,7 +103,7 @@ COLOR_MIGRATIONS = {"Match Frame 0 LAB": "LAB", "Match Frame 0 HSV": "HSV", "Mat
 # Keys that describe where a file came from; kept for reference, never acted on.
 METADATA_KEYS = frozenset({"sd_model_name", "sd_model_hash", "deforum_git_commit_id", "batch_name"})
 # dreamreel additions that may appear in a Deforum-format file.
-EXTRA_KEYS = frozenset({"bpm", "prompt_blend", "schedule_interpolation"})
+EXTRA_KEYS = frozenset({"bpm", "prompt_blend", "schedule_interpolation", "dreamreel_version"})
 PROMPT_KEYS = frozenset(
     {"prompts", "positive_prompts", "negative_prompts", "animation_prompts_positive", "animation_prompts_negative"}
 )
@@ -174,7 +175,7 @@ def from_deforum(raw: Mapping[str, Any], *, source: str | None = None) -> tuple[
     _translate_prompts(raw, out)
     _translate_color(raw, out, source)
     _translate_misc(raw, out, source)
-    _report_leftovers(raw, out.handled, source)
+    _report_leftovers(raw, out.handled, source, exported="dreamreel_version" in raw)
     return out.native, out.origin
 
 
@@ -302,7 +303,8 @@ def _translate_misc(raw: Mapping[str, Any], out: Translation, source: str | None
         logger.debug("settings were saved with model %s", raw["sd_model_name"])
 
 
-def _report_leftovers(raw: Mapping[str, Any], handled: set[str], source: str | None) -> None:
+def _report_leftovers(raw: Mapping[str, Any], handled: set[str], source: str | None, *, exported: bool) -> None:
+    """One warning listing unsupported and unknown keys (only INFO for dreamreel's own exports at defaults)."""
     defaults = deforum_defaults()
     leftovers = [k for k in raw if k not in handled and k not in PROMPT_KEYS and k not in EXTRA_KEYS]
     unsupported = [k for k in leftovers if k in defaults]
@@ -319,6 +321,9 @@ def _report_leftovers(raw: Mapping[str, Any], handled: set[str], source: str | N
         else:
             text += " (all at Deforum's defaults, so nothing is lost)"
         parts.append(text)
+        if exported and not changed and not unknown:
+            logger.info("%s%s", where, text)
+            return
     if unknown:
         known = list(defaults) + list(PROMPT_KEYS) + list(EXTRA_KEYS)
         hints = "; ".join(f"{k!r}{did_you_mean(k, known, n=1)}" for k in unknown)
@@ -364,6 +369,7 @@ def to_deforum(settings: Settings) -> dict[str, Any]:
         out["prompt_blend"] = True
     if settings.interpolation:
         out["schedule_interpolation"] = dict(settings.interpolation)
+    out["dreamreel_version"] = __version__
     return out
 
 

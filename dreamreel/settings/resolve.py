@@ -144,13 +144,18 @@ def _diffused_frames(settings: Settings) -> NDArray[np.float64]:
 
 
 def _strength(settings: Settings, schedule: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Deforum strength per frame, clamped to 0..1. Frame 0 keeps ``init_strength`` of the init image,
-    or 0 (txt2img) without one; in Video Input mode the schedule applies to every frame."""
+    """Deforum strength per frame, clamped to 0..1.
+
+    2D/3D: frame 0 keeps ``init_strength`` of the init image, or 0 (txt2img) without one; later
+    frames follow the schedule. Still/Interpolation (every frame independent): ``init_strength`` on
+    every frame with an init image, else 0. Video Input: the schedule on every frame.
+    """
     strength = np.clip(schedule, 0.0, 1.0)
-    if settings.mode in ("2d", "3d", "interpolation", "still"):
-        strength[0] = settings.init_strength if settings.init_image else 0.0
-    if settings.mode == "interpolation" and not settings.init_image:
-        strength[:] = 0.0
+    first = settings.init_strength if settings.init_image else 0.0
+    if settings.mode in ("2d", "3d"):
+        strength[0] = first
+    elif settings.mode in ("still", "interpolation"):
+        strength[:] = first
     return strength
 
 
