@@ -49,6 +49,7 @@ NoiseKind = Literal["perlin", "uniform"]
 NOISE_KINDS: tuple[str, ...] = ("perlin", "uniform")
 MAX_OCTAVES = 16
 _CHUNK_PIXELS = 65536  # Perlin noise is built and blended this many pixels at a time (cache-sized temporaries)
+_SINGLE_THREAD_PRODUCT = 500_000  # OpenBLAS 0.3.x starts threads for sgemm between ~0.6M and ~1.2M MACs
 
 _QUANTILES = [NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)]
 _GAUSS_U8 = np.clip(np.rint(127.5 + 127.5 * np.asarray(_QUANTILES)), 0, 255).astype(np.uint8)
@@ -70,10 +71,11 @@ def _fade(t: NDArray[np.float64]) -> NDArray[np.float64]:
 #     n = P(v) X[r] + Q(v) X[r+1] + R(v) Y[r] + S(v) Y[r+1]
 #     X[i](x) = A(u) gx[i, c] + B(u) gx[i, c+1],  Y[i](x) = C(u) gy[i, c] + D(u) gy[i, c+1]
 # with U = fade(u), V = fade(v), A = (1-U)u, B = U(u-1), C = 1-U, D = U, P = 1-V, Q = V,
-# R = v(1-V), S = (v-1)V. The x factors of a lattice row are one small matrix product
-# (gradients @ spread); grouping image rows into batches that touch only a few lattice rows turns
-# the whole field, all octaves at once, into one batched product of y weights (cached per size)
-# and gathered x factors.
+# R = v(1-V), S = (v-1)V. The x factors of every lattice row are cheap gathers; grouping image
+# rows into batches that touch only a few lattice rows turns the whole field, all octaves at once,
+# into one batched product of y weights (cached per size) and gathered x factors. Each batch's
+# product is kept small enough that OpenBLAS runs it on the calling thread (its threads cost far
+# more than they save for products this size, and badly so on a busy machine).
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,8 @@ class _Octave:
 
     resolution: int
     rows: NDArray[np.intp]  # (batches, window): lattice rows read by each batch
-    spread_x: NDArray[np.float32]  # (res + 1, W): lattice column -> pixel column weights (A, B)
-    spread_y: NDArray[np.float32]  # (res + 1, W): the same for y gradients (C, D)
+    left: NDArray[np.intp]  # (W,): lattice column left of each pixel column
+    weights_x: NDArray[np.float32]  # (4, W): A, B, C, D of each pixel column
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,23 @@ def _window(cells: NDArray[np.intp], batch_rows: int) -> tuple[NDArray[np.intp],
     return first, int((per_batch[:, -1] - first).max()) + 2
 
 
-def _batch_cost(height: int, width: int, resolutions: list[int], batch_rows: int) -> float:
+def _depth(height: int, resolutions: list[int], batch_rows: int) -> int:
+    """K, the inner dimension of the batched product, for a batch height."""
     padded = -(-height // batch_rows) * batch_rows
-    depth = 1 + sum(2 * _window(_lattice(height, r, padded)[0], batch_rows)[1] for r in resolutions)
-    # matmul multiply-adds + gathering the x factors of every batch
-    return padded * width * depth + 4.0 * (padded // batch_rows) * depth * width
+    return 1 + sum(2 * _window(_lattice(height, r, padded)[0], batch_rows)[1] for r in resolutions)
+
+
+def _batch_rows(height: int, width: int, resolutions: list[int]) -> int:
+    """The batch height with the least work whose per-batch product OpenBLAS keeps on one thread."""
+    candidates = {2**i for i in range(height.bit_length() + 1)} | {max(1, round(height / r)) for r in resolutions}
+    costs = {}
+    for rows in sorted(candidates):
+        depth = _depth(height, resolutions, rows)
+        padded = -(-height // rows) * rows
+        # matmul multiply-adds + gathering the x factors of every batch
+        cost = padded * width * depth + 4.0 * (padded // rows) * depth * width
+        costs[rows] = cost if rows * depth * width <= _SINGLE_THREAD_PRODUCT else cost * 1e6
+    return min(costs, key=lambda rows: costs[rows])
 
 
 def _octave_geometry(
@@ -133,17 +147,12 @@ def _octave_geometry(
     block[rows, window + local] = v * (1.0 - fade_v) * amplitude  # R
     block[rows, window + local + 1] = (v - 1.0) * fade_v * amplitude  # S
     cells_x, u = _lattice(width, resolution, width)
-    fade_u, columns = _fade(u), np.arange(width)
-    spread_x = np.zeros((resolution + 1, width), dtype=np.float32)
-    spread_y = np.zeros((resolution + 1, width), dtype=np.float32)
-    spread_x[cells_x, columns] = (1.0 - fade_u) * u  # A
-    spread_x[cells_x + 1, columns] = fade_u * (u - 1.0)  # B
-    spread_y[cells_x, columns] = 1.0 - fade_u  # C
-    spread_y[cells_x + 1, columns] = fade_u  # D
+    fade_u = _fade(u)
+    weights_x = np.stack([(1.0 - fade_u) * u, fade_u * (u - 1.0), 1.0 - fade_u, fade_u]).astype(np.float32)
     lattice_rows = np.minimum(first[:, None] + np.arange(window), resolution)
-    for array in (spread_x, spread_y, lattice_rows):
+    for array in (cells_x, weights_x, lattice_rows):
         array.flags.writeable = False
-    return block, _Octave(resolution, lattice_rows, spread_x, spread_y)
+    return block, _Octave(resolution, lattice_rows, cells_x, weights_x)
 
 
 @functools.lru_cache(maxsize=16)
@@ -151,8 +160,7 @@ def _geometry(height: int, width: int, cells: int, octaves: int, persistence: fl
     resolutions = [cells * 2**o for o in range(octaves) if cells * 2**o <= max(height, width)]
     if len(resolutions) < octaves:
         logger.debug("perlin: %d sub-pixel octave(s) skipped at %dx%d", octaves - len(resolutions), width, height)
-    candidates = {2**i for i in range(height.bit_length() + 1)} | {max(1, round(height / r)) for r in resolutions}
-    batch_rows = min(sorted(candidates), key=lambda b: _batch_cost(height, width, resolutions, b))
+    batch_rows = _batch_rows(height, width, resolutions)
     padded = -(-height // batch_rows) * batch_rows
     valid = (np.arange(padded) < height).astype(np.float64)
     blocks: list[NDArray[np.float64]] = []
@@ -173,13 +181,22 @@ def _geometry(height: int, width: int, cells: int, octaves: int, persistence: fl
 
 
 def _gradient_factors(
-    geometry: _Geometry, width: int, rng: np.random.Generator
+    geometry: _Geometry, rng: np.random.Generator
 ) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
-    """Draw each octave's random gradients; return their x-interpolated rows ``(along_x, along_y)``."""
+    """Draw each octave's random gradients; return their x-interpolated rows ``(along_x, along_y)``.
+
+    Gathers, not matrix products: a (res + 1)^2 x W product is big enough for OpenBLAS to start
+    threads, which costs far more than it saves on a busy machine.
+    """
     factors = []
     for octave in geometry.octaves:
         angles = rng.random((octave.resolution + 1, octave.resolution + 1), dtype=np.float32) * np.float32(2 * np.pi)
-        factors.append((np.cos(angles) @ octave.spread_x, np.sin(angles) @ octave.spread_y))
+        a, b, c, d = octave.weights_x
+        right = octave.left + 1
+        grad_x, grad_y = np.cos(angles), np.sin(angles)
+        along_x = a * grad_x[:, octave.left] + b * grad_x[:, right]
+        along_y = c * grad_y[:, octave.left] + d * grad_y[:, right]
+        factors.append((along_x, along_y))
     return factors
 
 
@@ -200,7 +217,7 @@ def _perlin_plus_one(
 ) -> NDArray[np.float32]:
     """``perlin_octaves(...) + 1`` as an (H, W) float32 array."""
     geometry = _geometry(height, width, cells, octaves, persistence)
-    factors = _gradient_factors(geometry, width, rng)
+    factors = _gradient_factors(geometry, rng)
     return _field_rows(geometry, factors, slice(None))[:height]
 
 
@@ -263,7 +280,7 @@ def _noise(
         noise = cv2.LUT(_random_bytes(rng, (height, width, 3)), _GAUSS_U8)
         return noise if image is None else cv2.addWeighted(image, 1.0 - amount, noise, amount, 0.0, dst=noise)
     geometry = _geometry(height, width, *perlin)
-    factors = _gradient_factors(geometry, width, rng)
+    factors = _gradient_factors(geometry, rng)
     uniform = _random_bytes(rng, (height, width, 3))
     out = np.empty((height, width, 3), dtype=np.uint8)
     step = geometry.chunk_batches
