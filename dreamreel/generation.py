@@ -55,6 +55,7 @@ class GenerationRequest:
         sampler: A1111 sampler name, e.g. "Euler a", "DPM++ 2M Karras".
         init_image: the img2img init, or None for txt2img.
         controls: ControlNet conditioning for this frame.
+        guess_mode: diffusers' guess mode (A1111 control mode "ControlNet is more important").
         noise_multiplier: A1111's img2img initial noise multiplier.
         clip_skip: A1111 "Clip skip" (1 = last layer).
         prompt_parts: for prompt blending, (prompt, weight) parts whose text embeddings are mixed
@@ -73,6 +74,7 @@ class GenerationRequest:
     sampler: str = "Euler a"
     init_image: Image | None = None
     controls: tuple[ControlInput, ...] = ()
+    guess_mode: bool = False
     noise_multiplier: float = 1.0
     clip_skip: int = 1
     prompt_parts: tuple[tuple[str, float], ...] = field(default=())

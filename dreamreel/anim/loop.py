@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from dreamreel.anim.motion import Motion
 from dreamreel.anim.protocols import FrameSink, NullProgress, ProgressReporter
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
-from dreamreel.generation import FrameGenerator, GenerationRequest, Image
+from dreamreel.generation import ControlInput, FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import FrameParams, ScheduleTable
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,17 @@ class LoopState:
     color_reference: Image | None = None
 
 
+class FrameSource(Protocol):
+    """Video Input mode: the init of each frame (the input video frame, possibly flow-guided)."""
+
+    def init_for(self, frame: int, previous_output: Image | None) -> tuple[Image, Image]:
+        """(init image, the input frame it came from) for ``frame``."""
+        ...
+
+
+ControlsFor = Callable[[FrameParams, "Image | None"], tuple[ControlInput, ...]]
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     """The per-run constants of the loop (derived once from the settings)."""
@@ -54,7 +66,9 @@ class LoopConfig:
     loopback: bool = True  # img2img from the warped previous output (2D/3D); False: every frame independent
     init_image: Image | None = None  # frame-0 init (or every frame's init without loopback)
     match_output_colors: bool = True
-    frame_inits: Callable[[int], Image] | None = None  # Video Input: the init of each frame
+    frames: FrameSource | None = None  # Video Input mode
+    controls: ControlsFor | None = None  # ControlNet maps for a frame, from its source image
+    guess_mode: bool = False
 
 
 def render(
@@ -115,9 +129,17 @@ def _render_group(
     """Frames ``state.next_frame .. end``: the warped chain, the diffusion at ``end``, the tweens."""
     rows = [table.row(j) for j in range(state.next_frame, end + 1)]
     if not config.loopback or state.anchor is None:
-        init = _independent_init(config, rows[-1])
-        image = _generate(generator, config, rows[-1], init, timer)
-        return [(image, rows[-1])]
+        row = rows[-1]
+        if config.frames is not None:
+            with timer.stage("input"):
+                init, source = config.frames.init_for(row.frame, state.anchor)
+        else:
+            init = source = config.init_image
+        image = _generate(generator, config, row, init, timer, source)
+        if config.match_output_colors and state.color_reference is not None:
+            with timer.stage("color"):
+                image = prepare.match_colors(image, state.color_reference)
+        return [(image, row)]
     chain: list[Image] = []
     current = state.anchor
     for row in rows:
@@ -125,7 +147,7 @@ def _render_group(
             current = motion.warp(current, row, timer)
         chain.append(current)
     init = prepare(chain[-1], rows[-1], state.color_reference, timer)
-    result = _generate(generator, config, rows[-1], init, timer)
+    result = _generate(generator, config, rows[-1], init, timer, init)
     if config.match_output_colors and state.color_reference is not None:
         with timer.stage("color"):
             result = prepare.match_colors(result, state.color_reference)
@@ -141,16 +163,19 @@ def _render_group(
     return frames
 
 
-def _independent_init(config: LoopConfig, row: FrameParams) -> Image | None:
-    if config.frame_inits is not None:
-        return config.frame_inits(row.frame)
-    return config.init_image
-
-
 def _generate(
-    generator: FrameGenerator, config: LoopConfig, row: FrameParams, init: Image | None, timer: StageTimer
+    generator: FrameGenerator,
+    config: LoopConfig,
+    row: FrameParams,
+    init: Image | None,
+    timer: StageTimer,
+    source: Image | None,
 ) -> Image:
-    request = request_for(row, config, init)
+    controls: tuple[ControlInput, ...] = ()
+    if config.controls is not None:
+        with timer.stage("control"):
+            controls = config.controls(row, source)
+    request = request_for(row, config, init, controls)
     with timer.stage("model"):
         image = generator.generate(request)
     if image.shape != (config.height, config.width, 3) or image.dtype != np.uint8:
@@ -161,8 +186,10 @@ def _generate(
     return image
 
 
-def request_for(row: FrameParams, config: LoopConfig, init: Image | None) -> GenerationRequest:
-    """The generator request of one frame: the schedule row, the size and the init image."""
+def request_for(
+    row: FrameParams, config: LoopConfig, init: Image | None, controls: tuple[ControlInput, ...] = ()
+) -> GenerationRequest:
+    """The generator request of one frame: the schedule row, the size, the init image and the controls."""
     return GenerationRequest(
         prompt=row.prompt,
         negative_prompt=row.negative_prompt,
@@ -174,6 +201,8 @@ def request_for(row: FrameParams, config: LoopConfig, init: Image | None) -> Gen
         seed=int(row.seed),
         sampler=row.sampler,
         init_image=init,
+        controls=controls,
+        guess_mode=config.guess_mode,
         noise_multiplier=row.noise_multiplier,
         clip_skip=int(row.clip_skip),
         prompt_parts=row.prompt_parts,

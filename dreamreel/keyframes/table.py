@@ -73,14 +73,27 @@ class FrameParams:
     model: str
     prompt_parts: Parts = ()
     negative_parts: Parts = ()
+    # ControlNet units, in order: (weight, guidance_start, guidance_end)
+    controlnet: tuple[tuple[float, float, float], ...] = ()
 
 
 TEXT_COLUMNS: tuple[str, ...] = ("prompt", "negative_prompt", "sampler", "model")
 PART_COLUMNS: tuple[str, ...] = ("prompt_parts", "negative_parts")
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
-    f.name for f in fields(FrameParams) if f.name not in ("frame", *TEXT_COLUMNS, *PART_COLUMNS)
+    f.name for f in fields(FrameParams) if f.name not in ("frame", "controlnet", *TEXT_COLUMNS, *PART_COLUMNS)
 )
 INTEGER_COLUMNS: frozenset[str] = frozenset({"steps", "seed", "clip_skip", "antiblur_kernel", "diffuse"})
+CONTROLNET_FIELDS: tuple[str, ...] = ("weight", "guidance_start", "guidance_end")
+
+
+def controlnet_column(unit: int, field: str) -> str:
+    """The table column of a ControlNet unit's schedule (``cn_1_weight`` for unit 0)."""
+    return f"cn_{unit + 1}_{field}"
+
+
+def _extra_columns(numeric: Mapping[str, object]) -> list[str]:
+    """Numeric columns beyond the fixed ones (ControlNet units), in unit order."""
+    return sorted((n for n in numeric if n not in NUMERIC_COLUMNS), key=lambda n: (len(n), n))
 
 
 @dataclass(frozen=True)
@@ -111,11 +124,28 @@ class ScheduleTable:
         values: dict[str, object] = {name: float(self.numeric[name][frame]) for name in NUMERIC_COLUMNS}
         values.update({name: self.text[name][frame] for name in TEXT_COLUMNS})
         values.update({name: self.parts[name][frame] for name in PART_COLUMNS if name in self.parts})
+        values["controlnet"] = tuple(
+            tuple(float(self.numeric[controlnet_column(unit, f)][frame]) for f in CONTROLNET_FIELDS)
+            for unit in range(self.controlnet_units)
+        )
         return FrameParams(frame=frame, **values)  # type: ignore[arg-type]
+
+    @property
+    def controlnet_units(self) -> int:
+        """How many ControlNet units have columns."""
+        count = 0
+        while controlnet_column(count, "weight") in self.numeric:
+            count += 1
+        return count
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        """Every numeric column: the fixed ones, then the ControlNet units' ones."""
+        return [*NUMERIC_COLUMNS, *_extra_columns(self.numeric)]
 
     def changing_columns(self) -> list[str]:
         """Names of the columns whose value is not the same on every frame, in table order."""
-        names = [n for n in NUMERIC_COLUMNS if np.ptp(self.numeric[n]) > 0 or np.isnan(self.numeric[n]).any()]
+        names = [n for n in self.numeric_columns if np.ptp(self.numeric[n]) > 0 or np.isnan(self.numeric[n]).any()]
         names += [n for n in TEXT_COLUMNS if len(set(self.text[n])) > 1]
         return names
 
@@ -126,9 +156,10 @@ class ScheduleTable:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         part_names = [n for n in PART_COLUMNS if n in self.parts]
-        writer.writerow(["frame", *NUMERIC_COLUMNS, *TEXT_COLUMNS, *part_names])
+        numeric_names = self.numeric_columns
+        writer.writerow(["frame", *numeric_names, *TEXT_COLUMNS, *part_names])
         for frame in range(self.max_frames):
-            numbers = [_format_number(self.numeric[n][frame], n) for n in NUMERIC_COLUMNS]
+            numbers = [_format_number(self.numeric[n][frame], n) for n in numeric_names]
             texts = [self.text[n][frame] for n in TEXT_COLUMNS]
             parts = [json.dumps(self.parts[n][frame], ensure_ascii=False) for n in part_names]
             writer.writerow([frame, *numbers, *texts, *parts])
@@ -145,7 +176,8 @@ class ScheduleTable:
         if not rows:
             raise SettingsError("the schedule table has no rows", source=str(path))
         try:
-            numeric = {n: np.array([float(r[n]) for r in rows], dtype=np.float64) for n in NUMERIC_COLUMNS}
+            names = [*NUMERIC_COLUMNS, *(n for n in rows[0] if n.startswith("cn_"))]
+            numeric = {n: np.array([float(r[n]) for r in rows], dtype=np.float64) for n in names}
             text = {n: tuple(r[n] for r in rows) for n in TEXT_COLUMNS}
             parts = {
                 n: tuple(tuple((str(p), float(w)) for p, w in json.loads(r[n])) for r in rows)

@@ -289,6 +289,7 @@ class DiffusersGenerator:
         )
         kwargs["control_guidance_start"] = [c.guidance_start for c in request.controls]
         kwargs["control_guidance_end"] = [c.guidance_end for c in request.controls]
+        kwargs["guess_mode"] = request.guess_mode
 
 
 def _steps_for(request: GenerationRequest, warned: set[str]) -> int:

@@ -103,7 +103,9 @@ COLOR_MIGRATIONS = {"Match Frame 0 LAB": "LAB", "Match Frame 0 HSV": "HSV", "Mat
 # Keys that describe where a file came from; kept for reference, never acted on.
 METADATA_KEYS = frozenset({"sd_model_name", "sd_model_hash", "deforum_git_commit_id", "batch_name"})
 # dreamreel additions that may appear in a Deforum-format file.
-EXTRA_KEYS = frozenset({"bpm", "prompt_blend", "schedule_interpolation", "dreamreel_version"})
+EXTRA_KEYS = frozenset(
+    {"bpm", "prompt_blend", "schedule_interpolation", "dreamreel_version", "dreamreel_temporal", "dreamreel_video"}
+)
 PROMPT_KEYS = frozenset(
     {"prompts", "positive_prompts", "negative_prompts", "animation_prompts_positive", "animation_prompts_negative"}
 )
@@ -175,6 +177,7 @@ def from_deforum(raw: Mapping[str, Any], *, source: str | None = None) -> tuple[
     _translate_prompts(raw, out)
     _translate_color(raw, out, source)
     _translate_misc(raw, out, source)
+    _translate_controlnet(raw, out, source)
     _report_leftovers(raw, out.handled, source, exported="dreamreel_version" in raw)
     return out.native, out.origin
 
@@ -211,6 +214,8 @@ def _translate_mode(raw: Mapping[str, Any], out: Translation, source: str | None
                 out.put(f"video_input.{native}", raw[key], key)
         if raw.get("use_mask_video") and raw.get("video_mask_path"):
             out.put("video_input.mask_path", raw["video_mask_path"], "video_mask_path")
+        for key, value in dict(raw.get("dreamreel_video") or {}).items():
+            out.put(f"video_input.{key}", value, "dreamreel_video")
     out.handled.update(VIDEO_KEYS)
     out.handled.update({"use_mask_video", "video_mask_path", "overwrite_extracted_frames"})
 
@@ -236,6 +241,8 @@ def _translate_prompts(raw: Mapping[str, Any], out: Translation) -> None:
         out.put("interpolation", raw["schedule_interpolation"], "schedule_interpolation")
     if "bpm" in raw:
         out.put("bpm", raw["bpm"], "bpm")
+    if "dreamreel_temporal" in raw:
+        out.put("temporal", raw["dreamreel_temporal"], "dreamreel_temporal")
 
 
 def _translate_color(raw: Mapping[str, Any], out: Translation, source: str | None) -> None:
@@ -301,6 +308,70 @@ def _translate_misc(raw: Mapping[str, Any], out: Translation, source: str | None
     out.handled.update(METADATA_KEYS)
     if raw.get("sd_model_name") and "model" not in out.native:
         logger.debug("settings were saved with model %s", raw["sd_model_name"])
+
+
+CN_RESIZE = {
+    "Inner Fit (Scale to Fit)": "crop_and_resize",
+    "Crop and Resize": "crop_and_resize",
+    "Just Resize": "just_resize",
+    "Outer Fit (Shrink to Fit)": "resize_and_fill",
+    "Resize and Fill": "resize_and_fill",
+}
+CN_CONTROL = {
+    "Balanced": "balanced",
+    "My prompt is more important": "prompt",
+    "ControlNet is more important": "controlnet",
+}
+CN_FIELDS = ("weight", "guidance_start", "guidance_end")
+# cn_N_* keys that change nothing here (frames are always re-read; memory is managed per run)
+CN_IGNORED = ("overwrite_frames", "low_vram")
+CN_UNSUPPORTED = ("mask_vid_path", "pixel_perfect", "loopback_mode")
+
+
+def _translate_controlnet(raw: Mapping[str, Any], out: Translation, source: str | None) -> None:
+    """Deforum's ``cn_1_*`` .. ``cn_5_*`` keys -> ``controlnet`` units (enabled units only)."""
+    numbers = sorted({int(k.split("_")[1]) for k in raw if k.startswith("cn_") and k.split("_")[1].isdigit()})
+    units: list[dict[str, Any]] = []
+    for n in numbers:
+        prefix = f"cn_{n}_"
+        keys = [k for k in raw if k.startswith(prefix)]
+        if not raw.get(f"{prefix}enabled"):
+            out.handled.update(keys)  # a disabled unit's settings do not matter
+            continue
+        unit: dict[str, Any] = {"preprocessor": str(raw.get(f"{prefix}module", "none"))}
+        model = raw.get(f"{prefix}model")
+        if model and model != "None":
+            unit["model"] = model
+        for field_name in CN_FIELDS:
+            if f"{prefix}{field_name}" in raw:
+                unit[field_name] = raw[f"{prefix}{field_name}"]
+        if raw.get(f"{prefix}vid_path"):
+            unit["input"] = raw[f"{prefix}vid_path"]
+        if f"{prefix}processor_res" in raw:
+            unit["detect_resolution"] = max(64, int(raw[f"{prefix}processor_res"]))
+        for letter in ("a", "b"):
+            if f"{prefix}threshold_{letter}" in raw:
+                unit[f"threshold_{letter}"] = raw[f"{prefix}threshold_{letter}"]
+        for key, table, field_name in ((f"{prefix}resize_mode", CN_RESIZE, "resize_mode"),
+                                       (f"{prefix}control_mode", CN_CONTROL, "control_mode")):  # fmt: skip
+            if key in raw:
+                if raw[key] not in table:
+                    raise SettingsError(
+                        f"is {raw[key]!r}; allowed: {', '.join(repr(v) for v in table)}.{did_you_mean(str(raw[key]), table)}",
+                        key=key, source=source,
+                    )  # fmt: skip
+                unit[field_name] = table[raw[key]]
+        for key in keys:
+            if not any(key == f"{prefix}{name}" for name in CN_UNSUPPORTED):
+                out.handled.add(key)
+            elif raw[key] in (False, "", None):
+                out.handled.add(key)  # unsupported, but off
+        units.append(unit)
+        for field_name in CN_FIELDS:
+            out.origin[f"controlnet.{len(units) - 1}.{field_name}"] = f"{prefix}{field_name}"
+    if units:
+        out.native["controlnet"] = units
+        out.origin["controlnet"] = "cn_1_enabled"
 
 
 def _report_leftovers(raw: Mapping[str, Any], handled: set[str], source: str | None, *, exported: bool) -> None:
@@ -369,8 +440,32 @@ def to_deforum(settings: Settings) -> dict[str, Any]:
         out["prompt_blend"] = True
     if settings.interpolation:
         out["schedule_interpolation"] = dict(settings.interpolation)
+    _controlnet_to_deforum(settings, out)
+    if settings.temporal != type(settings.temporal)():
+        out["dreamreel_temporal"] = native["temporal"]
+    if settings.video_input is not None:
+        extra = {k: native["video_input"][k] for k in ("resize_mode", "fps", "keep_audio")}
+        out["dreamreel_video"] = extra
     out["dreamreel_version"] = __version__
     return out
+
+
+def _controlnet_to_deforum(settings: Settings, out: dict[str, Any]) -> None:
+    if len(settings.controlnet) > 5:
+        raise SettingsError(
+            f"has {len(settings.controlnet)} units; Deforum's settings format holds at most 5", key="controlnet"
+        )
+    resize = {v: k for k, v in CN_RESIZE.items() if k != "Crop and Resize" and k != "Resize and Fill"}
+    control = {v: k for k, v in CN_CONTROL.items()}
+    for n, unit in enumerate(settings.controlnet, start=1):
+        p = f"cn_{n}_"
+        out.update({
+            f"{p}enabled": True, f"{p}module": unit.preprocessor, f"{p}model": unit.model or "None",
+            f"{p}weight": unit.weight, f"{p}guidance_start": unit.guidance_start, f"{p}guidance_end": unit.guidance_end,
+            f"{p}vid_path": unit.input or "", f"{p}processor_res": unit.detect_resolution,
+            f"{p}threshold_a": unit.threshold_a, f"{p}threshold_b": unit.threshold_b,
+            f"{p}resize_mode": resize[unit.resize_mode], f"{p}control_mode": control[unit.control_mode],
+        })  # fmt: skip
 
 
 def _color_to_deforum(settings: Settings, out: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 SETTINGS_VERSION = 1
 
@@ -110,14 +110,57 @@ class Depth(_Model):
     save_maps: bool = False
 
 
+ResizeMode = Literal["just_resize", "crop_and_resize", "resize_and_fill"]
+
+
 class VideoInput(_Model):
-    """Video Input mode: every (n-th) frame of a video is the img2img init."""
+    """Video Input mode (mov2mov): every (n-th) frame of a video is the img2img init.
+
+    The output has one frame per selected input frame and, unless ``fps`` is set, the source's
+    frame rate divided by ``every_nth_frame``, so it lasts as long as the source and its audio.
+    """
 
     path: str
     every_nth_frame: int = Field(1, ge=1)
     from_frame: int = Field(0, ge=0)
-    to_frame: int = -1
+    to_frame: int = -1  # last source frame, inclusive; -1 = to the end
+    resize_mode: ResizeMode = "crop_and_resize"
+    fps: float | None = Field(None, gt=0)
+    keep_audio: bool = True
     mask_path: str | None = None
+
+
+class ControlNetUnit(_Model):
+    """One ControlNet: a model, a preprocessor, where its control images come from, and schedules.
+
+    ``input`` is None for the current video frame (Video Input mode) or the init image; otherwise a
+    video, a folder of images (sorted by name, one per frame) or one image for every frame.
+    """
+
+    preprocessor: str = "none"
+    model: str | None = None  # None: the usual ControlNet 1.1 model for the preprocessor
+    weight: str = "0:(1)"
+    guidance_start: str = "0:(0.0)"
+    guidance_end: str = "0:(1.0)"
+    input: str | None = None
+    control_mode: Literal["balanced", "prompt", "controlnet"] = "balanced"
+    resize_mode: ResizeMode = "crop_and_resize"
+    detect_resolution: int = Field(512, ge=64, le=4096)
+    threshold_a: float = 100.0  # canny low threshold
+    threshold_b: float = 200.0  # canny high threshold
+
+    @field_validator("weight", "guidance_start", "guidance_end", mode="before")
+    @classmethod
+    def _numbers_are_constants(cls, value: object) -> object:
+        return _schedule_text(value)
+
+
+class Temporal(_Model):
+    """Video-to-video consistency aids."""
+
+    color_match: bool = True  # LAB-match every output to the first output
+    flow_guidance: str | None = None  # schedule of the blend weight of the flow-warped previous output, e.g. "0:(0.5)"
+    cross_frame_attention: bool = False
 
 
 class Parseq(_Model):
@@ -175,6 +218,8 @@ class Settings(_Model):
     color_coherence: ColorCoherence | None = Field(default_factory=ColorCoherence)
     depth: Depth = Field(default_factory=Depth)
     video_input: VideoInput | None = None
+    controlnet: tuple[ControlNetUnit, ...] = ()
+    temporal: Temporal = Field(default_factory=Temporal)
     parseq: Parseq | None = None
     output: Output = Field(default_factory=Output)
 
@@ -201,6 +246,12 @@ class Settings(_Model):
         if unknown:
             raise ValueError(f"no numeric schedule named {', '.join(unknown)}; known: {', '.join(NUMERIC_SCHEDULES)}")
         return value
+
+    @model_validator(mode="after")
+    def _video_mode_needs_a_video(self) -> Settings:
+        if self.mode == "video" and self.video_input is None:
+            raise ValueError('mode "video" needs "video_input": {"path": "input.mp4"}')
+        return self
 
     @field_validator("prompts")
     @classmethod

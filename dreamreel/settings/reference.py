@@ -99,6 +99,7 @@ def settings_reference() -> str:
                 "color_coherence_image_path", "color_coherence_video_every_N_frames", "color_force_grayscale",
                 "optical_flow_cadence", "parseq_manifest", "parseq_use_deltas", "add_soundtrack", "soundtrack_path",
                 "use_mask_video", "video_mask_path", "overwrite_extracted_frames"}  # fmt: skip
+    handled |= {k for k in d.deforum_defaults() if k.startswith("cn_") and not k.endswith(d.CN_UNSUPPORTED)}
     unsupported = [k for k in d.deforum_defaults() if k not in handled]
     sections += [
         "\n## Deforum keys that are not supported\n",
@@ -108,6 +109,13 @@ def settings_reference() -> str:
         *[f"- `{old}` is read as `{new}`" for old, new in d.KEY_MIGRATIONS.items()],
         *[f"- `color_coherence: {old}` is read as `{new}`" for old, new in d.COLOR_MIGRATIONS.items()],
         "- `optical_flow_cadence: RAFT` is read as `DIS Fine` with a warning (RAFT needs model weights).",
+        "\n## Deforum ControlNet keys\n",
+        "`cn_N_enabled` units become `controlnet` entries: `cn_N_module` -> `preprocessor`, `cn_N_model` -> `model`, "
+        "`cn_N_weight`/`cn_N_guidance_start`/`cn_N_guidance_end` -> the schedules of the same names, `cn_N_vid_path` -> "
+        "`input`, `cn_N_processor_res` -> `detect_resolution`, `cn_N_threshold_a/b` -> `threshold_a/b`, "
+        "`cn_N_resize_mode` and `cn_N_control_mode` -> `resize_mode` and `control_mode`. The keys of disabled units "
+        "are ignored silently (they do nothing in Deforum either); `cn_N_overwrite_frames` and `cn_N_low_vram` have no "
+        "meaning here.",
     ]
     return "\n".join(sections) + "\n"
 

@@ -19,6 +19,7 @@ from dreamreel.keyframes import (
 )
 from dreamreel.keyframes.parseq import ParseqSchedules
 from dreamreel.keyframes.seeds import SEED_RANGE, diffusion_seeds, random_seed
+from dreamreel.keyframes.table import CONTROLNET_FIELDS, controlnet_column
 from dreamreel.settings.model import NUMERIC_SCHEDULES, Settings
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def _resolve(settings: Settings) -> ScheduleTable:
     numeric["strength"] = _strength(settings, numeric["strength"])
     numeric["denoise"] = 1.0 - numeric["strength"]
     numeric["seed"] = _seeds(settings, numeric["seed"], numeric["diffuse"])
+    numeric.update(_controlnet_columns(settings))
 
     prompts = parseq.prompts if parseq is not None and parseq.prompts is not None else _prompts(settings)
     text = {
@@ -132,6 +134,29 @@ def _prompts(settings: Settings) -> list[FramePrompt]:
         bpm=settings.bpm,
         name=settings.key_names.get("prompts", "prompts"),
     )
+
+
+def _controlnet_columns(settings: Settings) -> dict[str, NDArray[np.float64]]:
+    """``cn_1_weight``, ``cn_1_guidance_start``, ``cn_1_guidance_end``, ... for every ControlNet unit."""
+    columns: dict[str, NDArray[np.float64]] = {}
+    for unit, config in enumerate(settings.controlnet):
+        for name in CONTROLNET_FIELDS:
+            path = f"controlnet.{unit}.{name}"
+            columns[controlnet_column(unit, name)] = parse_schedule(
+                getattr(config, name),
+                settings.max_frames,
+                seed=settings.seed,
+                name=settings.key_names.get(path, path),
+                fps=settings.fps,
+                bpm=settings.bpm,
+            )
+        start, end = (
+            columns[controlnet_column(unit, "guidance_start")],
+            columns[controlnet_column(unit, "guidance_end")],
+        )
+        np.clip(start, 0.0, 1.0, out=start)
+        np.clip(end, 0.0, 1.0, out=end)
+    return columns
 
 
 def _diffused_frames(settings: Settings) -> NDArray[np.float64]:

@@ -82,8 +82,9 @@ def test_full_deforum_file_lists_unsupported_keys_once(tmp_path: Path, caplog: p
     warnings = [r for r in caplog.records if "not supported" in r.getMessage()]
     assert len(warnings) == 1
     message = warnings[0].getMessage()
-    for key in ("hybrid_composite", "cn_1_enabled", "use_looper", "tiling", "frame_interpolation_engine"):
+    for key in ("hybrid_composite", "use_looper", "tiling", "frame_interpolation_engine"):
         assert key in message
+    assert "cn_1_enabled" not in message  # disabled ControlNet units do nothing, in Deforum too
     for key in ("zoom", "strength_schedule", "W", "prompts", "diffusion_cadence"):
         assert f" {key}," not in message and not message.endswith(key)
     assert "nothing is lost" in message
@@ -108,6 +109,30 @@ def test_non_default_unsupported_keys_are_called_out(tmp_path: Path, caplog: pyt
     message = next(r.getMessage() for r in caplog.records if "not supported" in r.getMessage())
     assert "hybrid_composite" in message and "non-default" in message
     assert settings.width == 640 and settings.height == 384 and settings.border == "wrap"
+
+
+def test_deforum_controlnet_units(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = {
+        "max_frames": 4, "cn_1_enabled": True, "cn_1_module": "openpose_full", "cn_1_weight": "0:(1), 3:(0.4)",
+        "cn_1_model": "control_v11p_sd15_openpose [cab727d4]", "cn_1_resize_mode": "Just Resize",
+        "cn_1_control_mode": "ControlNet is more important", "cn_1_loopback_mode": True,
+        "cn_2_enabled": False, "cn_2_module": "canny", "cn_3_enabled": True, "cn_3_module": "softedge_hed",
+        "cn_3_vid_path": "hed.mp4", "cn_3_resize_mode": "Sideways",
+    }  # fmt: skip
+    with pytest.raises(SettingsError, match=r"cn_3_resize_mode: is 'Sideways'; allowed: 'Inner Fit"):
+        load_settings(write(tmp_path, data))
+    data["cn_3_resize_mode"] = "Outer Fit (Shrink to Fit)"
+    with caplog.at_level(logging.WARNING, logger="dreamreel"):
+        settings = load_settings(write(tmp_path, data))
+    assert [u.preprocessor for u in settings.controlnet] == ["openpose_full", "softedge_hed"]
+    first, second = settings.controlnet
+    assert first.model == "control_v11p_sd15_openpose [cab727d4]" and first.resize_mode == "just_resize"
+    assert first.control_mode == "controlnet" and second.input == "hed.mp4" and second.resize_mode == "resize_and_fill"
+    assert "cn_1_loopback_mode" in caplog.text and "cn_2_module" not in caplog.text
+    table = resolve_schedules(settings)
+    assert table.row(3).controlnet[0] == (0.4, 0.0, 1.0)
+    assert table.row(0).controlnet[1] == (1.0, 0.0, 1.0)
+    assert settings_from_mapping(to_deforum(settings)) == settings
 
 
 def test_deforum_run_file_values(tmp_path: Path) -> None:
