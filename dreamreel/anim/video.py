@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -159,7 +159,7 @@ class VideoOptions:
     def encoder_args(self) -> list[str]:
         """ffmpeg output arguments for one segment (conversion, encoder, tags), without the format."""
         pix_fmt = "yuv420p" if self.codec == "gif" else self.pix_fmt
-        scale = "scale=out_color_matrix=bt601:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int"
+        scale = "scale=out_color_matrix=bt709:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int"
         args = ["-vf", f"{scale},format={pix_fmt}", "-c:v", _CODECS[self.codec].encoder]
         if self.codec in ("h264", "gif"):
             # stitchable: headers do not depend on the content, so segments share SPS/PPS.
@@ -171,7 +171,7 @@ class VideoOptions:
             args += ["-crf", str(self.crf), "-b:v", "0", "-deadline", "good", "-cpu-used", cpu_used, "-row-mt", "1"]
         if self.threads:
             args += ["-threads", str(self.threads)]
-        return args
+        return [*args, *_COLOUR_TAGS]
 
 
 def _check_size(options: VideoOptions) -> None:
@@ -208,8 +208,9 @@ def _tail(text: str, lines: int = 8) -> str:
 
 def _failure(what: str, cmd: Sequence[str], stderr: str, returncode: int | None) -> RenderError:
     status = "could not be started" if returncode is None else f"exited with status {returncode}"
+    written = " Nothing was written under the final name." if cmd and cmd[-1].endswith(".part") else ""
     return RenderError(
-        f"{what} failed: ffmpeg {status}. Nothing was written under the final name. "
+        f"{what} failed: ffmpeg {status}.{written} "
         f"Command: {shlex.join(cmd)}\n  ffmpeg's last messages:\n{_tail(stderr)}"
     )
 
@@ -685,7 +686,7 @@ def _container_args(suffix: str, options: VideoOptions) -> list[str]:
     return [*args, "-f", _OUTPUT_FORMATS[suffix]]
 
 
-def _write_atomically(output: Path, what: str, build: Any, expected_frames: int | None) -> Path:
+def _write_atomically(output: Path, what: str, build: Callable[[Path], list[str]], expected_frames: int | None) -> Path:
     """Run ffmpeg into ``<output>.part`` (``build(tmp) -> args``), verify, then rename into place."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = _part_name(output)
@@ -735,6 +736,7 @@ def join_segments(
     suffix = _output_suffix(output, options, audio)
     kept = _check_segments(segments)
     total = sum(seg.frame_count for seg in kept)
+    output.parent.mkdir(parents=True, exist_ok=True)
     listing = output.with_name(f".{output.name}.ffconcat")
     listing.write_text(_concat_list(kept, options.fps_fraction), encoding="utf-8")
     concat = ["-f", "concat", "-safe", "0", "-i", str(listing)]
