@@ -176,7 +176,8 @@ class ScheduleTable:
         if not rows:
             raise SettingsError("the schedule table has no rows", source=str(path))
         try:
-            names = [*NUMERIC_COLUMNS, *(n for n in rows[0] if n.startswith("cn_"))]
+            known = {"frame", *NUMERIC_COLUMNS, *TEXT_COLUMNS, *PART_COLUMNS}
+            names = [*NUMERIC_COLUMNS, *(n for n in rows[0] if n not in known)]
             numeric = {n: np.array([float(r[n]) for r in rows], dtype=np.float64) for n in names}
             text = {n: tuple(r[n] for r in rows) for n in TEXT_COLUMNS}
             parts = {

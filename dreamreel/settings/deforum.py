@@ -356,8 +356,9 @@ def _translate_controlnet(raw: Mapping[str, Any], out: Translation, source: str 
                                        (f"{prefix}control_mode", CN_CONTROL, "control_mode")):  # fmt: skip
             if key in raw:
                 if raw[key] not in table:
+                    allowed = ", ".join(repr(v) for v in table)
                     raise SettingsError(
-                        f"is {raw[key]!r}; allowed: {', '.join(repr(v) for v in table)}.{did_you_mean(str(raw[key]), table)}",
+                        f"is {raw[key]!r}; allowed: {allowed}.{did_you_mean(str(raw[key]), table)}",
                         key=key, source=source,
                     )  # fmt: skip
                 unit[field_name] = table[raw[key]]

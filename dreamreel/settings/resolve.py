@@ -73,6 +73,13 @@ def _resolve(settings: Settings) -> ScheduleTable:
     numeric["denoise"] = 1.0 - numeric["strength"]
     numeric["seed"] = _seeds(settings, numeric["seed"], numeric["diffuse"])
     numeric.update(_controlnet_columns(settings))
+    if settings.temporal.flow_guidance is not None:
+        key = settings.key_names.get("temporal.flow_guidance", "temporal.flow_guidance")
+        guidance = parse_schedule(
+            settings.temporal.flow_guidance, settings.max_frames, seed=settings.seed, name=key, fps=settings.fps,
+            bpm=settings.bpm,
+        )  # fmt: skip
+        numeric["flow_guidance"] = np.clip(guidance, 0.0, 1.0)
 
     prompts = parseq.prompts if parseq is not None and parseq.prompts is not None else _prompts(settings)
     text = {
