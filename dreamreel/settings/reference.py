@@ -112,7 +112,8 @@ def settings_reference() -> str:
         "\n## Deforum ControlNet keys\n",
         "`cn_N_enabled` units become `controlnet` entries: `cn_N_module` -> `preprocessor`, `cn_N_model` -> `model`, "
         "`cn_N_weight`/`cn_N_guidance_start`/`cn_N_guidance_end` -> the schedules of the same names, "
-        "`cn_N_vid_path` -> `input`, `cn_N_processor_res` -> `detect_resolution`, `cn_N_threshold_a/b` -> `threshold_a/b`, "
+        "`cn_N_vid_path` -> `input`, `cn_N_processor_res` -> `detect_resolution`, "
+        "`cn_N_threshold_a/b` -> `threshold_a/b`, "
         "`cn_N_resize_mode` and `cn_N_control_mode` -> `resize_mode` and `control_mode`. The keys of disabled units "
         "are ignored silently (they do nothing in Deforum either); `cn_N_overwrite_frames` and `cn_N_low_vram` have no "
         "meaning here.",
