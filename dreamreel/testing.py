@@ -8,9 +8,13 @@ no network access:
 - :func:`save_tiny_single_file`: the same kind of model as one ``.safetensors`` file in the original
   LDM/A1111 key layout.
 - :func:`save_tiny_lora`, :func:`save_tiny_embedding`, :func:`save_tiny_vae`, :func:`save_tiny_taesd`.
+- :func:`save_tiny_depth_model`: a tiny DPT depth model for the 3D warp.
+- :func:`tiny_annotator_network`, :func:`save_tiny_annotators`: ControlNet detector networks
+  (HED, OpenPose) with random weights, in memory or as an lllyasviel/Annotators-style folder.
 
-From the shell: ``python -m dreamreel.testing tiny-model DIR`` and
-``python -m dreamreel.testing tiny-single-file FILE``.
+From the shell: ``python -m dreamreel.testing tiny-model DIR``,
+``python -m dreamreel.testing tiny-single-file FILE`` and
+``python -m dreamreel.testing tiny-annotators DIR``.
 """
 
 from __future__ import annotations
@@ -465,6 +469,109 @@ def save_tiny_taesd(path: Path | str, *, seed: int = 0) -> Path:
     return Path(path)
 
 
+# --- depth and ControlNet annotators ------------------------------------------------------------
+
+
+def save_tiny_depth_model(path: Path | str, *, seed: int = 0) -> Path:
+    """Save a tiny random-weight DPT depth model and its image processor to ``path``.
+
+    Built from a config in code (no download): a 4-layer, 32-wide ViT with a DPT neck and depth
+    head, about 140k parameters (~0.6 MB), 64x64 processor input. PyTorch's default layer
+    initialisation replaces transformers' tiny one so the random depth map is not flat.
+    Deterministic for a given ``seed``; the global torch RNG is left untouched.
+
+    Returns:
+        The folder, loadable with :meth:`dreamreel.anim.depth.TransformersDepth.from_pretrained`.
+    """
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = DPTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=64,
+        patch_size=16,
+        backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        use_auxiliary_head=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DPTForDepthEstimation(config).eval()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear):
+                module.reset_parameters()
+    processor = DPTImageProcessor(
+        size={"height": 64, "width": 64}, keep_aspect_ratio=False, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+_ANNOTATOR_SEEDS = {"hed": 0, "body": 1, "hand": 2, "face": 3}
+
+
+def tiny_annotator_network(part: str, *, seed: int = 0) -> torch.nn.Module:
+    """A ControlNet detector network of the real architecture with seeded random weights.
+
+    Args:
+        part: ``"hed"`` (ControlNetHED, 14.7M parameters), ``"body"`` (OpenPose body, 52M),
+            ``"hand"`` (37M) or ``"face"`` (38M).
+        seed: weights seed; the global torch RNG is left untouched.
+
+    Random weights make HED maps that depend on the picture; OpenPose with random weights finds
+    no person, so its maps are black.
+    """
+    from dreamreel.controlnet.preprocessors import ANNOTATOR_FILES, new_annotator_network
+
+    if part not in ANNOTATOR_FILES:
+        raise ValueError(f"unknown annotator network {part!r}; use one of {', '.join(ANNOTATOR_FILES)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return new_annotator_network(part)  # type: ignore[arg-type]
+
+
+def save_tiny_annotators(
+    path: Path | str, *, detectors: Sequence[str] = ("hed",), seed: int = 0, dtype: torch.dtype = torch.float16
+) -> Path:
+    """Write random-weight detector weights in the lllyasviel/Annotators folder layout.
+
+    The files have the real names, architectures and key layouts (``ControlNetHED.pth``,
+    ``body_pose_model.pth``, ``hand_pose_model.pth``, ``facenet.pth``), so
+    :func:`dreamreel.controlnet.preprocessors.make_preprocessor` loads them like real ones. In
+    float16 (the default) HED is 29 MB; the OpenPose files are 105 MB (body), 74 MB (hand) and
+    77 MB (face), so ask for them only when needed.
+
+    Args:
+        path: the folder to write (created with its parents).
+        detectors: preprocessor names (e.g. ``"hed"``, ``"openpose"``, ``"openpose_full"``); the
+            files they need are written once each.
+        seed: weights seed (each network gets its own seed derived from it).
+        dtype: storage dtype; the loader casts to float32.
+
+    Returns:
+        ``path``.
+    """
+    from dreamreel.controlnet.preprocessors import ANNOTATOR_FILES, annotator_state_dict, required_weight_files
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {name for detector in detectors for name in required_weight_files(detector)}
+    for part, filename in ANNOTATOR_FILES.items():
+        if filename not in wanted:
+            continue
+        network = tiny_annotator_network(part, seed=seed + _ANNOTATOR_SEEDS[part])
+        state = {key: value.to(dtype).contiguous() for key, value in annotator_state_dict(part, network).items()}
+        torch.save(state, folder / filename)
+        logger.info("saved random %s weights to %s", part, folder / filename)
+    return folder
+
+
 # --- command line -------------------------------------------------------------------------------
 
 
@@ -479,6 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
     single = commands.add_parser("tiny-single-file", help="save a tiny LDM-layout .safetensors checkpoint")
     single.add_argument("file", type=Path)
     single.add_argument("--config-dir", type=Path, help="also save the matching diffusers folder (its config)")
+    annotators = commands.add_parser("tiny-annotators", help="save random-weight ControlNet annotator weights")
+    annotators.add_argument("directory", type=Path)
+    annotators.add_argument(
+        "--detectors", default="hed", help="comma-separated preprocessor names, e.g. hed,openpose_full (default: hed)"
+    )
     return parser
 
 
@@ -491,6 +603,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_tiny_model(args.directory, controlnets=names, sd1_layout=args.sd1_layout)
     elif args.command == "tiny-single-file":
         save_tiny_single_file(args.file, config_dir=args.config_dir)
+    elif args.command == "tiny-annotators":
+        names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+        save_tiny_annotators(args.directory, detectors=names)
     return 0
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dreamreel.anim.depth import DepthModel, FlatDepth, TransformersDepth, _save_tiny_depth_model
+from dreamreel.anim.depth import DepthModel, FlatDepth, TransformersDepth
 from dreamreel.anim.warp3d import depth_to_z, warp_3d
 from dreamreel.errors import ModelLoadError
+from dreamreel.testing import save_tiny_depth_model
 
 
 def _picture(height: int, width: int) -> np.ndarray:
@@ -20,7 +21,7 @@ def _picture(height: int, width: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_depth_model(tmp_path_factory.mktemp("tiny-depth"))
+    return save_tiny_depth_model(tmp_path_factory.mktemp("tiny-depth"))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_predictions_are_deterministic(tiny_folder: Path, tiny_model: Transforme
     image = _picture(40, 56)
     first = tiny_model.predict(image)
     assert np.array_equal(first, tiny_model.predict(image))
-    again = TransformersDepth.from_pretrained(_save_tiny_depth_model(tmp_path / "again"))
+    again = TransformersDepth.from_pretrained(save_tiny_depth_model(tmp_path / "again"))
     assert np.array_equal(first, again.predict(image))
 
 
