@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -42,6 +41,9 @@ def _quiet_libraries() -> None:
 
 def _quiet_model_libraries() -> None:
     """Turn off the loading bars and chatter of diffusers/transformers (the CLI shows its own progress)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*`torch_dtype` is deprecated", category=FutureWarning)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -122,6 +124,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(still)
     still.set_defaults(handler=_cmd_still)
 
+    m2m = commands.add_parser(
+        "m2m",
+        help="restyle a video frame by frame (mov2mov) with ControlNet, keeping its timing and audio",
+        description="Every (n-th) frame of the input goes through img2img with ControlNet conditioning computed from "
+        "that frame; the output keeps the source's duration and audio. Options override --settings.",
+    )
+    m2m.add_argument("input", type=Path, help="input video")
+    m2m.add_argument("--settings", type=Path, help="settings file to start from (its prompts, schedules, units)")
+    m2m.add_argument("--prompt", help="prompt (A1111 syntax); or prompts in --settings")
+    m2m.add_argument("--negative", help="negative prompt")
+    m2m.add_argument(
+        "--controlnet", action="append", default=[], metavar="PRE[:WEIGHT[:MODEL]]",
+        help="a ControlNet unit, e.g. openpose:1.0 or hed:0.5:path/to/controlnet (repeatable)",
+    )  # fmt: skip
+    m2m.add_argument("--annotators", type=Path, help="folder with detector weights (lllyasviel/Annotators file names)")
+    m2m.add_argument("--strength", type=float, help="img2img denoising strength 0..1 (default 0.5)")
+    m2m.add_argument("--sampler", help="A1111 sampler name (default Euler a)")
+    m2m.add_argument("--steps", type=int, help="sampler steps (default 25)")
+    m2m.add_argument("--cfg", type=float, help="CFG scale (default 7)")
+    m2m.add_argument("--seed", type=int, help="seed; -1 = random")
+    m2m.add_argument("--seed-behavior", choices=["fixed", "iter", "random"], help="seed per frame (default fixed)")
+    m2m.add_argument("--size", help="WIDTHxHEIGHT (default: the input's aspect, longer side 512)")
+    m2m.add_argument("--every", type=int, help="use every n-th input frame (output fps = input fps / n)")
+    m2m.add_argument("--start", type=int, help="first input frame")
+    m2m.add_argument("--end", type=int, help="last input frame (inclusive)")
+    m2m.add_argument("--fps", type=float, help="output fps (default: input fps / --every)")
+    m2m.add_argument("--no-audio", action="store_true", help="do not copy the input's audio")
+    m2m.add_argument("--flow-guidance", type=float, help="blend of the flow-warped previous output in each init, 0..1")
+    m2m.add_argument("--cross-frame-attention", action="store_true", help="attend to the first and previous frame")
+    m2m.add_argument("--no-color-match", action="store_true", help="do not match colours to the first output")
+    m2m.add_argument("--out", type=Path, help="run directory (default: runs/<input name>-<time>)")
+    m2m.add_argument("--overwrite", action="store_true")
+    m2m.add_argument("--save-frames", action="store_true")
+    m2m.add_argument("--codec", choices=["h264", "h265", "vp9", "gif"])
+    m2m.add_argument("--crf", type=int)
+    m2m.add_argument("--segment-frames", type=int, default=60)
+    _add_model_options(m2m)
+    m2m.set_defaults(handler=_cmd_m2m)
+
     info = commands.add_parser("info", help="print the A1111 generation parameters stored in a PNG")
     info.add_argument("image", type=Path)
     info.set_defaults(handler=_cmd_info)
@@ -171,16 +212,12 @@ def _cmd_render(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_still(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.m2m import parse_size
     from dreamreel.pnginfo import read_info
     from dreamreel.progress import RichProgress
     from dreamreel.still import StillRequest, render_stills
 
-    width = height = None
-    if args.size:
-        match = re.fullmatch(r"(\d+)[xX](\d+)", args.size.strip())
-        if not match:
-            raise SettingsError(f"is {args.size!r}; write WIDTHxHEIGHT, e.g. 512x768", key="--size")
-        width, height = int(match.group(1)), int(match.group(2))
+    width, height = parse_size(args.size) or (None, None)
     overrides = {
         "prompt": args.prompt, "negative_prompt": args.negative, "sampler": args.sampler, "steps": args.steps,
         "cfg_scale": args.cfg, "seed": args.seed, "width": width, "height": height, "init_image": args.init,
@@ -221,6 +258,33 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
     for path in paths:
         console.print(f"wrote {path}", markup=False, highlight=False)
     return 0
+
+
+def _cmd_m2m(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.m2m import m2m_settings
+    from dreamreel.progress import RichProgress
+    from dreamreel.runner import RenderOptions, render_run
+
+    settings = m2m_settings(args)
+    options = RenderOptions(
+        out=args.out, overwrite=args.overwrite, model=args.model, models_dir=args.models_dir, vae=args.vae,
+        device=args.device, dtype=args.dtype, offload=args.offload, attention_slicing=args.attention_slicing,
+        vae_tiling=args.vae_tiling, compile=args.compile, codec=args.codec, crf=args.crf, save_frames=args.save_frames,
+        segment_frames=args.segment_frames, annotators=args.annotators,
+    )  # fmt: skip
+    if not options.model and not settings.model:
+        raise SettingsError(
+            "is required: a checkpoint file, diffusers folder, cached hub id or A1111 name", key="--model"
+        )
+    _quiet_model_libraries()
+    stop = _StopFlag()
+    with stop.installed():
+        report = render_run(
+            settings, options, name=args.input.stem, progress=RichProgress(console, "m2m"), should_stop=stop
+        )
+    for line in report.lines():
+        console.print(line, markup=False, highlight=False)
+    return 0 if report.finished else 130
 
 
 def _cmd_info(args: argparse.Namespace, console: Console) -> int:

@@ -64,6 +64,8 @@ class RenderOptions:
     save_frames: bool = False
     segment_frames: int = 60
     max_frames: int | None = None
+    annotators: Path | None = None
+    control_cache: Path | None = None
 
 
 @dataclass
@@ -78,6 +80,8 @@ class RenderReport:
     timer: StageTimer
     finished: bool
     notices: list[str] = field(default_factory=list)
+    flicker: float | None = None
+    detector_calls: int | None = None
 
     def lines(self) -> list[str]:
         status = "finished" if self.finished else f"stopped after {self.frames_written} of {self.total_frames} frames"
@@ -86,6 +90,12 @@ class RenderReport:
             out.append(f"video: {self.video}")
         if not self.finished:
             out.append(f"continue with: dreamreel render --resume {self.run_dir}")
+        if self.flicker is not None:
+            out.append(
+                f"flicker (motion-compensated change between output frames, lower is steadier): {self.flicker:.2f}"
+            )
+        if self.detector_calls is not None:
+            out.append(f"ControlNet detector calls: {self.detector_calls} (the rest came from the control-map cache)")
         out.append("where the time went:")
         out += ["  " + line for line in self.timer.report(self.wall_seconds)]
         return out
@@ -100,6 +110,20 @@ class PreviewGenerator:
         return make_test_card(request.width, request.height)
 
 
+@dataclass
+class Prepared:
+    """Everything checked and built before any model loads."""
+
+    settings: Settings
+    table: ScheduleTable
+    video: VideoOptions
+    notices: list[str]
+    init: Image | None = None
+    source: Any = None  # the input video (Video Input mode)
+    audio: Path | None = None
+    audio_start: float = 0.0
+
+
 def render_settings(
     settings_path: Path,
     options: RenderOptions,
@@ -108,19 +132,42 @@ def render_settings(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RenderReport:
     """Render a settings file into a new run directory."""
-    settings = with_resolved_seed(load_settings(settings_path))
+    settings = load_settings(settings_path)
+    return render_run(
+        settings,
+        options,
+        name=settings_path.stem,
+        source=str(settings_path),
+        progress=progress,
+        should_stop=should_stop,
+    )
+
+
+def render_run(
+    settings: Settings,
+    options: RenderOptions,
+    *,
+    name: str = "run",
+    source: str | None = None,
+    progress: ProgressReporter | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RenderReport:
+    """Render validated settings into a new run directory (``options.out`` or ``runs/<name>-<time>``)."""
+    settings = with_resolved_seed(settings)
+    video_source = None
+    if settings.mode == "video":
+        video_source, settings = open_input_video(settings)
     if options.max_frames is not None:
-        settings = settings.model_copy(update={"max_frames": options.max_frames})
-    table = resolve_schedules(settings, source=str(settings_path))
+        settings = settings.model_copy(update={"max_frames": min(options.max_frames, settings.max_frames)})
+    table = resolve_schedules(settings, source=source)
     if not options.preview:
         check_samplers(table)
-    out = options.out or Path("runs") / f"{settings_path.stem}-{datetime.now():%Y%m%d-%H%M%S}"
-    video_options, notices = _preflight(settings, options, out)
-    init = load_init_image(settings, video_options.width, video_options.height)
+    out = options.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    prepared = _prepare(settings, table, options, out, video_source)
     run = RunDirectory.create(
-        out, settings, table, _manifest_options(options, video_options), overwrite=options.overwrite
+        out, settings, table, _manifest_options(options, prepared.video), overwrite=options.overwrite
     )
-    return _run(run, settings, table, video_options, options, LoopState(), init, progress, should_stop, notices)
+    return _run(run, prepared, options, LoopState(), progress, should_stop)
 
 
 def resume(
@@ -137,20 +184,68 @@ def resume(
     settings, table = run.settings(), run.table()
     saved = dict(run.manifest.options)
     merged = RenderOptions(**{**asdict(options), **_resume_options(saved, options), "out": Path(run_dir)})
-    video_options, notices = _preflight(settings, merged, Path(run_dir))
-    init = load_init_image(settings, video_options.width, video_options.height)
+    video_source = open_input_video(settings)[0] if settings.mode == "video" else None
+    prepared = _prepare(settings, table, merged, Path(run_dir), video_source)
     run.discard_uncommitted()
     state, pending = run.saved_state()
     logger.info("resuming %s at frame %d of %d", run_dir, state.next_frame, table.max_frames)
-    return _run(run, settings, table, video_options, merged, state, init, progress, should_stop, notices, pending)
+    return _run(run, prepared, merged, state, progress, should_stop, pending)
+
+
+def open_input_video(settings: Settings) -> tuple[Any, Settings]:
+    """Open (and check) the input video of Video Input mode; the settings get its frame count and fps."""
+    from dreamreel.anim.video_input import VideoSelection, open_video
+
+    assert settings.video_input is not None
+    config = settings.video_input
+    if config.path.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"is a URL ({config.path}); dreamreel does not download. Save the video and give its path",
+            key=settings.key_names.get("video_input.path", "video_input.path"),
+        )
+    selection = VideoSelection(
+        start_frame=config.from_frame,
+        end_frame=config.to_frame,
+        every_nth=config.every_nth_frame,
+        width=settings.width,
+        height=settings.height,
+        resize_mode=config.resize_mode,
+    )
+    source = open_video(Path(config.path).expanduser(), selection)
+    fps = config.fps or source.output_fps
+    updated = settings.model_copy(update={"max_frames": source.frame_count, "fps": fps})
+    updated.key_names.update(settings.key_names)
+    return source, updated
+
+
+def _prepare(settings: Settings, table: ScheduleTable, options: RenderOptions, out: Path, source: Any) -> Prepared:
+    audio, audio_start = _audio(settings, options, source)
+    if settings.controlnet and not options.preview:
+        _controlnet_models(settings)  # a model that does not fit its preprocessor fails here, before loading
+    video, notices = _preflight(settings, options, out, audio)
+    init = load_init_image(settings, video.width, video.height)
+    return Prepared(settings, table, video, notices, init, source, audio, audio_start)
+
+
+def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Path | None, float]:
+    if options.audio is not None:
+        return options.audio, 0.0
+    if settings.output.audio:
+        return Path(settings.output.audio).expanduser(), 0.0
+    if source is not None and settings.video_input is not None and settings.video_input.keep_audio:
+        from dreamreel.anim.video_input import audio_range
+
+        if source.info.has_audio:
+            return Path(settings.video_input.path).expanduser(), audio_range(source)[0]
+    return None, 0.0
 
 
 def _resume_options(saved: dict[str, Any], given: RenderOptions) -> dict[str, Any]:
     """Options that decide the frames (model, preview, sizes, codec) come from the run, not the command line."""
     keys = ("preview", "model", "vae", "codec", "crf", "preset", "depth_model", "audio", "save_frames", "models_dir",
-            "segment_frames")  # fmt: skip
+            "segment_frames", "annotators")  # fmt: skip
     picked = {k: saved[k] for k in keys if k in saved}
-    for key in ("models_dir", "audio"):
+    for key in ("models_dir", "audio", "annotators"):
         if picked.get(key) is not None:
             picked[key] = Path(picked[key])
     return picked
@@ -158,28 +253,34 @@ def _resume_options(saved: dict[str, Any], given: RenderOptions) -> dict[str, An
 
 def _run(
     run: RunDirectory,
-    settings: Settings,
-    table: ScheduleTable,
-    video_options: VideoOptions,
+    prepared: Prepared,
     options: RenderOptions,
     state: LoopState,
-    init: Image | None,
     progress: ProgressReporter | None,
     should_stop: Callable[[], bool],
-    notices: list[str],
     pending: list[Image] | None = None,
 ) -> RenderReport:
+    settings, table, video_options = prepared.settings, prepared.table, prepared.video
     started = time.perf_counter()
     timer = StageTimer()
     with timer.stage("load"):
+        controls = _controls(settings, options, video_options, run.root)
         generator = _generator(settings, options)
         motion = _motion(settings, options, video_options)
+    frames = None
+    if prepared.source is not None:
+        from dreamreel.anim.m2m import VideoFrames
+
+        frames = VideoFrames(prepared.source, flow_guidance=table.numeric.get("flow_guidance"))
     config = LoopConfig(
         width=video_options.width,
         height=video_options.height,
         loopback=settings.mode in ("2d", "3d"),
-        init_image=init,
-        match_output_colors=not options.preview,
+        init_image=prepared.init,
+        match_output_colors=not options.preview and (settings.mode != "video" or settings.temporal.color_match),
+        frames=frames,
+        controls=controls,
+        guess_mode=bool(controls is not None and controls.guess_mode),
     )
     prepare = InitPreparer(
         color_space=settings.color_coherence.space if settings.color_coherence else None,
@@ -189,7 +290,9 @@ def _run(
         add_noise=not options.preview,
         sharpen=not options.preview,
     )
-    sink = RunSink(
+    if settings.mode == "video" and settings.temporal.color_match and prepare.color_space is None:
+        prepare.color_space = "lab"
+    sink: Any = RunSink(
         run,
         video_options,
         segment_frames=options.segment_frames,
@@ -198,6 +301,10 @@ def _run(
     )
     if pending:
         sink.replay(pending, state.next_frame - len(pending))
+    if frames is not None:
+        from dreamreel.anim.m2m import FlickerSink
+
+        sink = FlickerSink(sink, frames)
     first = state.next_frame
     final = state
     try:
@@ -208,14 +315,43 @@ def _run(
     finally:
         sink.close()
         finished = run.manifest.next_frame >= table.max_frames
-        audio = options.audio or (Path(settings.output.audio) if settings.output.audio else None)
         with timer.stage("join"):
-            video = sink.finish(audio=audio, status="done" if finished else "interrupted")
+            video = sink.finish(
+                audio=prepared.audio, audio_start=prepared.audio_start, status="done" if finished else "interrupted"
+            )
     wall = time.perf_counter() - started
-    return RenderReport(run.root, video, final.next_frame - first, table.max_frames, wall, timer, finished, notices)
+    report = RenderReport(
+        run.root, video, final.next_frame - first, table.max_frames, wall, timer, finished, prepared.notices
+    )
+    if frames is not None:
+        report.flicker = sink.meter.value
+    if controls is not None:
+        report.detector_calls = controls.detector_calls
+    return report
 
 
-def _preflight(settings: Settings, options: RenderOptions, out: Path) -> tuple[VideoOptions, list[str]]:
+def _controls(settings: Settings, options: RenderOptions, video: VideoOptions, root: Path) -> Any:
+    if not settings.controlnet or options.preview:
+        return None
+    from dreamreel.controlnet.units import ControlProvider
+    from dreamreel.pipelines.configs import cache_root
+
+    # shared between runs: rendering the same video again with another prompt runs no detector
+    cache = options.control_cache or cache_root() / "controlmaps"
+    return ControlProvider(
+        settings.controlnet,
+        width=video.width,
+        height=video.height,
+        frames=settings.max_frames,
+        annotators=options.annotators,
+        cache_dir=cache,
+        device=options.device if options.device != "auto" else "cpu",
+    )
+
+
+def _preflight(
+    settings: Settings, options: RenderOptions, out: Path, audio: Path | None
+) -> tuple[VideoOptions, list[str]]:
     video = VideoOptions(
         width=settings.width,
         height=settings.height,
@@ -224,7 +360,6 @@ def _preflight(settings: Settings, options: RenderOptions, out: Path) -> tuple[V
         crf=options.crf if options.crf is not None else settings.output.crf,
         preset=options.preset or ("veryfast" if options.preview else settings.output.preset),
     )
-    audio = options.audio or (Path(settings.output.audio) if settings.output.audio else None)
     report = preflight(video, out, estimated_frames=settings.max_frames, audio=audio)
     notices = [report.notice] if report.notice else []
     for notice in notices:
@@ -286,8 +421,23 @@ def _generator(settings: Settings, options: RenderOptions) -> FrameGenerator:
             vae_tiling=options.vae_tiling,
             compile=options.compile,
             models_dir=options.models_dir,
+            controlnets=tuple(_controlnet_models(settings)),
+            cross_frame_attention=settings.mode == "video" and settings.temporal.cross_frame_attention,
         ),
     )
+
+
+def _controlnet_models(settings: Settings) -> list[str]:
+    """Each unit's ControlNet model (the usual one for its preprocessor when not given), checked for fit."""
+    from dreamreel.controlnet.preprocessors import check_model_matches
+    from dreamreel.controlnet.units import default_model
+
+    models = []
+    for unit in settings.controlnet:
+        model = unit.model or default_model(unit.preprocessor)
+        check_model_matches(unit.preprocessor, model)
+        models.append(model)
+    return models
 
 
 def _motion(settings: Settings, options: RenderOptions, video: VideoOptions) -> Motion:

@@ -62,6 +62,7 @@ class GeneratorOptions:
     compile: bool = False
     models_dir: Path | None = None
     embeddings: tuple[Path, ...] = field(default_factory=tuple)
+    cross_frame_attention: bool = False
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -110,6 +111,7 @@ class DiffusersGenerator:
         self._encoded: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.model_path: Path | None = None
         self._warned: set[str] = set()
+        self._cross_frame: Any = None
 
     def _all_pipes(self) -> Iterator[Any]:
         yield self._txt2img
@@ -153,7 +155,15 @@ class DiffusersGenerator:
             ]
         generator = cls(pipe, models_dir=options.models_dir, embeddings=embeddings)
         generator.model_path = source.path
+        if options.cross_frame_attention:
+            generator.enable_cross_frame_attention()
         return generator
+
+    def enable_cross_frame_attention(self) -> None:
+        """Each frame's self-attention also attends to the first and the previous frame (decoder layers)."""
+        from dreamreel.pipelines.attention import enable_cross_frame_attention
+
+        self._cross_frame = enable_cross_frame_attention(self._txt2img.unet)
 
     # --- per call --------------------------------------------------------------------------
 
@@ -191,6 +201,8 @@ class DiffusersGenerator:
             kwargs["callback_on_step_end_tensor_inputs"] = ["prompt_embeds"]
         with _noise_multiplier(pipe.scheduler, request.noise_multiplier if request.init_image is not None else 1.0):
             output = pipe(**kwargs)
+        if self._cross_frame is not None:
+            self._cross_frame.next_frame()
         images = np.asarray(output.images)
         return [np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8) for image in images]
 

@@ -184,8 +184,8 @@ class Settings(_Model):
 
     dreamreel_settings: Literal[1] = SETTINGS_VERSION
     mode: Mode = "2d"
-    width: int = Field(512, ge=64, le=8192)
-    height: int = Field(512, ge=64, le=8192)
+    width: int = Field(512, ge=8, le=8192)
+    height: int = Field(512, ge=8, le=8192)
     max_frames: int = Field(120, ge=1, le=1_000_000)
     fps: float = Field(15.0, gt=0, le=1000)
     bpm: float | None = Field(None, gt=0)

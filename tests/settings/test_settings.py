@@ -180,7 +180,7 @@ def test_bare_number_schedules_are_constants(tmp_path: Path) -> None:
     ("data", "expected"),
     [
         ({"W": "wide"}, ["W", "wide", "integer"]),
-        ({"W": 16}, ["W", "greater than or equal to 64"]),
+        ({"W": 4}, ["W", "greater than or equal to 8"]),
         ({"animation_mode": "4D"}, ["animation_mode", "'4D'", "'2D'", "'3D'", "Did you mean"]),
         ({"seed_behavior": "sometimes"}, ["seed_behavior", "sometimes", "'iter'"]),
         ({"sampler": 3}, ["sampler", "index", "Euler a"]),
