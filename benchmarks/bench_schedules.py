@@ -62,8 +62,10 @@ def main() -> None:
             start = time.perf_counter()
             work()
             times.append(time.perf_counter() - start)
-        print(f"{label}, {args.frames} frames: median {statistics.median(times) * 1e3:.1f} ms, "
-              f"min {min(times) * 1e3:.1f} ms (target < 50 ms)")
+        print(
+            f"{label}, {args.frames} frames: median {statistics.median(times) * 1e3:.1f} ms, "
+            f"min {min(times) * 1e3:.1f} ms (target < 50 ms)"
+        )
 
 
 if __name__ == "__main__":
