@@ -115,10 +115,8 @@ def resolve_frame_key(
         frames = amount * fps if unit == "s" else amount * 60.0 / bpm * fps
         if not math.isfinite(frames):
             raise ScheduleError(f"frame key {body!r} gives frame {frames}", name=name, text=text, column=at)
-        return int(math.floor(frames + 0.5))
-    value = evaluate(
-        body, Variables(t=0.0, max_f=max_frames - 1, s=seed), name=name, text=text, offset=at
-    )
+        return math.floor(frames + 0.5)
+    value = evaluate(body, Variables(t=0.0, max_f=max_frames - 1, s=seed), name=name, text=text, offset=at)
     number = float(value)
     if not math.isfinite(number):
         raise ScheduleError(f"frame key {body!r} evaluates to {number}", name=name, text=text, column=at)

@@ -98,7 +98,7 @@ def parse_keyframes(
             f"the schedule is empty; write at least one keyframe such as {_EXAMPLE}",
             name=name, text=text, column=0 if text else None,
         )  # fmt: skip
-    bare = _bare_constant(pieces, text)
+    bare = _bare_constant(pieces)
     if bare is not None:
         return (bare,)
     entries = [
@@ -143,6 +143,15 @@ def parse_schedule(
             name=name, text=text if isinstance(text, str) else "",
         )  # fmt: skip
     keyframes = parse_keyframes(text, max_frames, seed=seed, name=name, fps=fps, bpm=bpm)
+    if all(kf.number is not None for kf in keyframes):  # fast path: anchors only
+        x = np.array([kf.frame for kf in keyframes], dtype=np.float64)
+        y = np.array([kf.number for kf in keyframes], dtype=np.float64)
+        if x.size == 1:
+            return np.full(max_frames, y[0])
+        x, y = _hold_ends(x, y, max_frames - 1)
+        values = _interpolate(x, y, np.arange(max_frames, dtype=np.float64), interpolation)
+        values[x.astype(np.intp)] = y
+        return values
     values = np.full(max_frames, np.nan)
     frames = np.arange(max_frames, dtype=np.float64)
     ends = [kf.frame for kf in keyframes[1:]] + [max_frames]
@@ -153,11 +162,10 @@ def parse_schedule(
             variables = Variables(t=frames[kf.frame : end], max_f=float(max_frames - 1), s=float(seed))
             values[kf.frame : end] = _evaluate(kf, variables, name=name, text=text)
     if np.isnan(values).all():
-        first = keyframes[0]
         raise ScheduleError(
             "the schedule is NaN (not a number) at every frame, e.g. sqrt of a negative number; "
             "make sure at least one frame has a real value",
-            name=name, text=text, column=first.column,
+            name=name, text=text, column=keyframes[0].column,
         )  # fmt: skip
     return _fill(values, interpolation)
 
@@ -277,7 +285,7 @@ def as_number(value: str) -> float | None:
     return float((match.group("sign") or "") + match.group("digits"))
 
 
-def _bare_constant(pieces: list[tuple[str, int]], text: str) -> Keyframe | None:
+def _bare_constant(pieces: list[tuple[str, int]]) -> Keyframe | None:
     """A whole schedule that is a single number (``"7"``) is a constant keyframe at frame 0."""
     if len(pieces) != 1 or _find_top_level(pieces[0][0], ":") >= 0:
         return None
@@ -345,8 +353,13 @@ def _value_text(value: str, column: int, *, text: str, name: str) -> tuple[str, 
     trailing = rest.lstrip()
     if trailing[0] in _OPERATOR_START:
         return body, start  # an expression such as (t)*2
+    message = (
+        "unbalanced ')'"
+        if trailing[0] == ")"
+        else f"unexpected {trailing[:20]!r} after the value's ')'; a ',' between keyframes is probably missing"
+    )
     raise ScheduleError(
-        f"unexpected {trailing[:20]!r} after the value's closing ')'; a ',' between keyframes is probably missing",
+        message,
         name=name, text=text, column=start + close + 1 + len(rest) - len(trailing),
     )  # fmt: skip
 
@@ -378,10 +391,8 @@ def _select(entries: list[Keyframe], *, text: str, name: str, max_frames: int) -
         )
     outside = [kf for kf in by_frame.values() if not 0 <= kf.frame < max_frames]
     if outside:
-        listed = ", ".join(f"{kf.key} (frame {kf.frame})" for kf in outside)
-        logger.warning(
-            "%s: ignoring keyframe(s) outside frames 0..%d: %s", name, max_frames - 1, listed
-        )
+        listed = ", ".join(_describe_key(kf) for kf in outside)
+        logger.warning("%s: ignoring keyframe(s) outside frames 0..%d: %s", name, max_frames - 1, listed)
     inside = sorted((kf for kf in by_frame.values() if 0 <= kf.frame < max_frames), key=lambda kf: kf.frame)
     if not inside:
         raise ScheduleError(
@@ -390,6 +401,14 @@ def _select(entries: list[Keyframe], *, text: str, name: str, max_frames: int) -
             name=name, text=text, column=outside[0].key_column,
         )  # fmt: skip
     return tuple(inside)
+
+
+def _describe_key(kf: Keyframe) -> str:
+    """A short description of a keyframe's key for a warning: ``30``, ``2.5s (frame 25)``."""
+    key = kf.key if len(kf.key) <= 40 else kf.key[:37] + "..."
+    if key == str(kf.frame):
+        return key
+    return f"{key} (frame {kf.frame if abs(kf.frame) < 10**12 else 'far beyond the run'})"
 
 
 def _evaluate(kf: Keyframe, variables: Variables, *, name: str, text: str) -> NDArray[np.float64]:
@@ -417,26 +436,41 @@ def _looks_like_text(body: str) -> bool:
 
 
 def _fill(values: NDArray[np.float64], interpolation: str) -> NDArray[np.float64]:
-    """Fill NaN frames between valid ones; hold the first value backwards and the last forwards."""
+    """Fill the NaN frames from the valid ones, in place; hold the first value backwards, the last forwards."""
     gaps = np.isnan(values)
     if not gaps.any():
         return values
-    valid = np.flatnonzero(~gaps)
-    values[0] = values[valid[0]]
-    values[-1] = values[valid[-1]]
-    gaps = np.isnan(values)
     nodes = np.flatnonzero(~gaps)
-    wanted = np.flatnonzero(gaps)
+    x, y = _hold_ends(nodes.astype(np.float64), values[nodes], values.size - 1)
+    values[x.astype(np.intp)] = y
+    wanted = np.flatnonzero(np.isnan(values))
+    if wanted.size:
+        values[wanted] = _interpolate(x, y, wanted.astype(np.float64), interpolation)
+    return values
+
+
+def _hold_ends(
+    x: NDArray[np.float64], y: NDArray[np.float64], last: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Add nodes at frame 0 and frame ``last`` holding the first and last values (as Deforum does)."""
+    if x[0] > 0:
+        x, y = np.concatenate(([0.0], x)), np.concatenate((y[:1], y))
+    if x[-1] < last:
+        x, y = np.concatenate((x, [float(last)])), np.concatenate((y, y[-1:]))
+    return x, y
+
+
+def _interpolate(
+    x: NDArray[np.float64], y: NDArray[np.float64], xq: NDArray[np.float64], interpolation: str
+) -> NDArray[np.float64]:
+    """Values at ``xq`` (inside ``[x[0], x[-1]]``) from the nodes ``(x, y)``."""
     with np.errstate(all="ignore"):
         if interpolation == "step":
-            last_valid = np.maximum.accumulate(np.where(gaps, 0, np.arange(values.size)))
-            values[wanted] = values[last_valid[wanted]]
-        elif interpolation == "cubic" and np.isfinite(values[nodes]).sum() >= 2:
-            finite = nodes[np.isfinite(values[nodes])]
-            values[wanted] = pchip(finite.astype(np.float64), values[finite], wanted.astype(np.float64))
-        else:
-            values[wanted] = np.interp(wanted, nodes, values[nodes])
-    return values
+            return y[np.searchsorted(x, xq, side="right") - 1]
+        finite = np.isfinite(y)
+        if interpolation == "cubic" and np.count_nonzero(finite) >= 2:
+            return pchip(x[finite], y[finite], xq)
+        return np.interp(xq, x, y)
 
 
 def pchip(x: NDArray[np.float64], y: NDArray[np.float64], xq: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -463,15 +497,14 @@ def pchip(x: NDArray[np.float64], y: NDArray[np.float64], xq: NDArray[np.float64
         slopes[1:-1] = np.where(same_sign, harmonic, 0.0)
         slopes[0] = _end_slope(h[0], h[1], delta[0], delta[1])
         slopes[-1] = _end_slope(h[-1], h[-2], delta[-1], delta[-2])
+    # Per interval, with m = slope * width: p(u) = y0 + u*(m0 + u*(c2 + u*c3)) for u in [0, 1].
+    y0, y1, m0, m1 = y[:-1], y[1:], slopes[:-1] * h, slopes[1:] * h
+    c2 = 3 * (y1 - y0) - 2 * m0 - m1
+    c3 = 2 * (y0 - y1) + m0 + m1
+    xq = np.clip(xq, x[0], x[-1])
     k = np.clip(np.searchsorted(x, xq, side="right") - 1, 0, x.size - 2)
-    hk = h[k]
-    s = (xq - x[k]) / hk
-    return (
-        (1 + 2 * s) * (1 - s) ** 2 * y[k]
-        + s * (1 - s) ** 2 * hk * slopes[k]
-        + s**2 * (3 - 2 * s) * y[k + 1]
-        + s**2 * (s - 1) * hk * slopes[k + 1]
-    )
+    u = (xq - x[k]) / h[k]
+    return y0[k] + u * (m0[k] + u * (c2[k] + u * c3[k]))
 
 
 def _end_slope(h0: float, h1: float, m0: float, m1: float) -> float:
