@@ -19,38 +19,14 @@ import logging
 import math
 
 import cv2
-import numpy as np
 
+from dreamreel.anim.images import check_image
 from dreamreel.errors import SettingsError
 from dreamreel.generation import Image
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["adjust_contrast", "check_image", "check_setting", "odd_kernel", "unsharp_mask"]
-
-
-def check_image(image: object, name: str = "image") -> Image:
-    """Check that ``image`` is an (H, W, 3) uint8 RGB array and return it C-contiguous.
-
-    Args:
-        image: the value to check.
-        name: what the value is, for the error message.
-
-    Returns:
-        ``image`` itself when it is already C-contiguous, else a contiguous copy.
-
-    Raises:
-        TypeError: ``image`` is not a numpy array.
-        ValueError: the array has the wrong shape, dtype or an empty side.
-    """
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be an (H, W, 3) uint8 RGB numpy array; got a {type(image).__name__}.")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-        raise ValueError(
-            f"{name} must be an (H, W, 3) uint8 RGB array with H, W >= 1; got shape {image.shape} dtype "
-            f"{image.dtype}. Convert it first (e.g. PIL's image.convert('RGB') or arr.astype(np.uint8))."
-        )
-    return np.ascontiguousarray(image)
 
 
 def check_setting(value: float, *, key: str, what: str, minimum: float = 0.0) -> float:

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from dreamreel.anim.images import check_image
 from dreamreel.errors import SettingsError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -42,24 +43,6 @@ Matrix = NDArray[np.float64]
 
 _BORDERS: dict[str, int] = {"replicate": cv2.BORDER_REPLICATE, "wrap": cv2.BORDER_WRAP}
 _BUFFERS = threading.local()
-
-
-def check_image(image: object, *, name: str = "image") -> Image:
-    """Check that ``image`` is an (H, W, 3) uint8 array and return it C-contiguous.
-
-    Raises:
-        ValueError: not a numpy array, wrong shape or wrong dtype; the message names the shape
-            and dtype received.
-    """
-    if not isinstance(image, np.ndarray):
-        raise ValueError(
-            f"{name} must be a numpy array of shape (H, W, 3) and dtype uint8, got {type(image).__name__}."
-        )
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (H, W, 3) (an RGB picture), got shape {tuple(image.shape)}.")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{name} must have dtype uint8 (0..255), got {image.dtype} with shape {tuple(image.shape)}.")
-    return np.ascontiguousarray(image)
 
 
 def border_flag(border: str) -> int:

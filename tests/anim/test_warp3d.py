@@ -211,7 +211,7 @@ def test_validation() -> None:
     image = _textured()
     with pytest.raises(ValueError, match=r"\(96, 64\)"):
         warp_3d(image, np.ones((96, 64), np.float32))
-    with pytest.raises(ValueError, match=r"shape \(H, W, 3\).*\(96, 128\)"):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\).*shape \(96, 128\)"):
         warp_3d(image[..., 0], None)
     with pytest.raises(SettingsError, match="Did you mean 'reflection'"):
         warp_3d(image, None, padding_mode="reflect")  # type: ignore[arg-type]
