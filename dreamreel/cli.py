@@ -348,9 +348,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not console.is_terminal:
         console = Console(stderr=False, width=200)
     errors = Console(stderr=True)
+    if not errors.is_terminal:
+        errors = Console(stderr=True, width=200)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose, errors)
+    # long jobs say what they are doing (settings read, seed, plan, model); quick commands stay quiet
+    chatty = args.command in ("render", "still", "m2m")
+    _configure_logging(args.verbose + (1 if chatty else 0), errors)
     _quiet_libraries()
     try:
         return int(args.handler(args, console))

@@ -26,6 +26,7 @@ from dreamreel.anim.video import VideoOptions, preflight
 from dreamreel.errors import ModelLoadError, SettingsError
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import ScheduleTable
+from dreamreel.plan import summary_lines
 from dreamreel.settings import Settings, load_settings, resolve_schedules, with_resolved_seed
 from dreamreel.testcard import make_test_card
 
@@ -122,6 +123,7 @@ class Prepared:
     source: Any = None  # the input video (Video Input mode)
     audio: Path | None = None
     audio_start: float = 0.0
+    color_image: Image | None = None  # colour coherence against an image
 
 
 def render_settings(
@@ -167,7 +169,9 @@ def render_run(
     run = RunDirectory.create(
         out, settings, table, _manifest_options(options, prepared.video), overwrite=options.overwrite
     )
-    return _run(run, prepared, options, LoopState(), progress, should_stop)
+    for line in summary_lines(settings, table):
+        logger.info("%s", line)
+    return _run(run, prepared, options, LoopState(color_reference=prepared.color_image), progress, should_stop)
 
 
 def resume(
@@ -224,7 +228,20 @@ def _prepare(settings: Settings, table: ScheduleTable, options: RenderOptions, o
         _controlnet_models(settings)  # a model that does not fit its preprocessor fails here, before loading
     video, notices = _preflight(settings, options, out, audio)
     init = load_init_image(settings, video.width, video.height)
-    return Prepared(settings, table, video, notices, init, source, audio, audio_start)
+    color = settings.color_coherence
+    color_image = None
+    if color is not None and color.reference == "image":
+        if not color.image:
+            raise SettingsError("reference 'image' needs the image's path", key="color_coherence.image")
+        color_image = load_image(color.image, video.width, video.height, key="color_coherence.image")
+    if color is not None and color.reference == "video" and source is None:
+        raise SettingsError(
+            "reference 'video' (Deforum 'Video Input') needs Video Input mode; use 'first_frame' or 'image'",
+            key=settings.key_names.get("color_coherence", "color_coherence"),
+        )
+    if settings.video_input is not None and settings.video_input.mask_path:
+        logger.warning("video masks are not supported yet: %s is ignored", settings.video_input.mask_path)
+    return Prepared(settings, table, video, notices, init, source, audio, audio_start, color_image)
 
 
 def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Path | None, float]:
@@ -281,6 +298,8 @@ def _run(
         frames=frames,
         controls=controls,
         guess_mode=bool(controls is not None and controls.guess_mode),
+        reference_for=_video_reference(settings, frames),
+        flow_cadence=None if settings.optical_flow_cadence == "none" else settings.optical_flow_cadence,
     )
     prepare = InitPreparer(
         color_space=settings.color_coherence.space if settings.color_coherence else None,
@@ -328,6 +347,24 @@ def _run(
     if controls is not None:
         report.detector_calls = controls.detector_calls
     return report
+
+
+def _video_reference(settings: Settings, frames: Any) -> Callable[[int], Image] | None:
+    """Colour reference 'video': match to the input frame, refreshed every ``video_every_n_frames``."""
+    color = settings.color_coherence
+    if color is None or color.reference != "video" or frames is None:
+        return None
+    every = color.video_every_n_frames
+    cached: dict[int, Image] = {}
+
+    def reference(frame: int) -> Image:
+        index = frame - frame % every
+        if index not in cached:
+            cached.clear()
+            cached[index] = frames.input_frame(index)
+        return cached[index]
+
+    return reference
 
 
 def _controls(settings: Settings, options: RenderOptions, video: VideoOptions, root: Path) -> Any:
@@ -379,20 +416,23 @@ def load_init_image(settings: Settings, width: int, height: int) -> Image | None
     """The init image, RGB, resized to the render size; None when the settings have none."""
     if not settings.init_image:
         return None
+    return load_image(settings.init_image, width, height, key=settings.key_names.get("init_image", "init_image"))
+
+
+def load_image(source: str, width: int, height: int, *, key: str) -> Image:
+    """An image file as RGB, resized (Lanczos) to the render size; URLs and unreadable files are errors."""
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    source = settings.init_image
     if source.startswith(("http://", "https://")):
         raise SettingsError(
-            f"is a URL ({source}); dreamreel does not download. Save the image and give its path",
-            key=settings.key_names.get("init_image", "init_image"),
+            f"is a URL ({source}); dreamreel does not download. Save the image and give its path", key=key
         )
     try:
         with PILImage.open(Path(source).expanduser()) as image:
             rgb = image.convert("RGB")
     except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise SettingsError(f"cannot read image {source!r}: {exc}", key="init_image") from exc
+        raise SettingsError(f"cannot read image {source!r}: {exc}", key=key) from exc
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), PILImage.Resampling.LANCZOS)
     return np.asarray(rgb).copy()

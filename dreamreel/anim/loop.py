@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from dreamreel.anim.cadence import flow_tween, tween
 from dreamreel.anim.motion import Motion
 from dreamreel.anim.protocols import FrameSink, NullProgress, ProgressReporter
 from dreamreel.anim.steps import InitPreparer
@@ -69,6 +70,8 @@ class LoopConfig:
     frames: FrameSource | None = None  # Video Input mode
     controls: ControlsFor | None = None  # ControlNet maps for a frame, from its source image
     guess_mode: bool = False
+    reference_for: Callable[[int], Image] | None = None  # colour reference per frame (e.g. the input video)
+    flow_cadence: str | None = None  # optical-flow method for cadence in-betweens ("dis_medium", ...)
 
 
 def render(
@@ -128,6 +131,9 @@ def _render_group(
 ) -> list[tuple[Image, FrameParams]]:
     """Frames ``state.next_frame .. end``: the warped chain, the diffusion at ``end``, the tweens."""
     rows = [table.row(j) for j in range(state.next_frame, end + 1)]
+    if config.reference_for is not None:
+        with timer.stage("color"):
+            state = replace(state, color_reference=config.reference_for(end))
     if not config.loopback or state.anchor is None:
         row = rows[-1]
         if config.frames is not None:
@@ -157,8 +163,11 @@ def _render_group(
         weight = (index + 1) / span
         with timer.stage("warp"):
             moved_back = motion.back(result, rows[index + 1 :], chain[index], chain[-1])
-        blend = chain[index].astype(np.float32) * (1.0 - weight) + moved_back.astype(np.float32) * weight
-        frames.append((np.clip(np.rint(blend), 0, 255).astype(np.uint8), row))
+            if config.flow_cadence is not None:
+                frame = flow_tween(chain[index], moved_back, weight, config.flow_cadence, row.cadence_flow_factor)
+            else:
+                frame = tween(chain[index], moved_back, weight)
+        frames.append((frame, row))
     frames.append((result, rows[-1]))
     return frames
 

@@ -92,8 +92,9 @@ def check_expression(
             name=name, text=text, column=offset,
         )  # fmt: skip
     if not expr.strip():
-        raise ScheduleError("empty value; write a number or an expression such as 1.0+0.1*sin(t/8)",
-                            name=name, text=text, column=offset)
+        raise ScheduleError(
+            "empty value; write a number or an expression such as 1.0+0.1*sin(t/8)", name=name, text=text, column=offset
+        )
     allowed = names | CONSTANTS.keys()
     pos = 0
     depth = 0

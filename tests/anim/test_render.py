@@ -173,3 +173,41 @@ def test_sigkill_then_resume_is_bit_identical(
     assert len(actual) == len(expected) == 14
     for index, (a, b) in enumerate(zip(expected, actual, strict=True)):
         assert np.array_equal(a, b), f"frame {index} differs after resuming from a kill at {kill_at}"
+
+
+def test_colour_reference_image_pulls_frames_towards_it(tmp_path: Path) -> None:
+    from PIL import Image
+
+    reddish = np.zeros((64, 64, 3), np.uint8)
+    reddish[..., 0] = np.linspace(150, 255, 64, dtype=np.uint8)[None, :]
+    Image.fromarray(reddish).save(tmp_path / "ref.png")
+    plain = settings_file(tmp_path, max_frames=4, color_coherence=None)
+    render_settings(plain, RenderOptions(out=tmp_path / "plain", preview=True))
+    matched = settings_file(
+        tmp_path,
+        max_frames=4,
+        color_coherence={"space": "rgb", "reference": "image", "image": str(tmp_path / "ref.png")},
+    )
+    render_settings(matched, RenderOptions(out=tmp_path / "matched", preview=True))
+    before = frames_of(tmp_path / "plain" / "video.mp4")[-1].reshape(-1, 3).mean(0)
+    after = frames_of(tmp_path / "matched" / "video.mp4")[-1].reshape(-1, 3).mean(0)
+    target = reddish.reshape(-1, 3).mean(0)
+    assert np.abs(after - target).max() < 15  # matched to the reference's histogram
+    assert np.abs(before - target).max() > 60  # and far from it without colour coherence
+
+
+def test_colour_reference_video_needs_video_input(tmp_path: Path) -> None:
+    settings = settings_file(tmp_path, color_coherence={"reference": "video"})
+    with pytest.raises(Exception, match="needs Video Input mode"):
+        render_settings(settings, RenderOptions(out=tmp_path / "run", preview=True))
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_optical_flow_cadence_renders_every_frame(tmp_path: Path) -> None:
+    plain = settings_file(tmp_path, max_frames=7, diffusion_cadence=3)
+    render_settings(plain, RenderOptions(out=tmp_path / "plain", preview=True))
+    flowing = settings_file(tmp_path, max_frames=7, diffusion_cadence=3, optical_flow_cadence="dis_medium")
+    render_settings(flowing, RenderOptions(out=tmp_path / "flow", preview=True))
+    a, b = frames_of(tmp_path / "plain" / "video.mp4"), frames_of(tmp_path / "flow" / "video.mp4")
+    assert len(a) == len(b) == 7
+    assert np.array_equal(a[0], b[0])  # diffused frames are the same
