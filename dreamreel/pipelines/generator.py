@@ -90,6 +90,11 @@ class DiffusersGenerator:
     def __init__(self, pipe: Any, *, models_dir: Path | None = None, embeddings: Sequence[Path] = ()) -> None:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            raise ModelLoadError(
+                f"{type(pipe).__name__}: SDXL checkpoints load, but generating with them is not supported yet "
+                "(A1111 prompt weighting needs both of SDXL's text encoders); use an SD 1.x or 2.x model"
+            )
         self.models_dir = models_dir
         self._has_controlnet = getattr(pipe, "controlnet", None) is not None
         if self._has_controlnet:
