@@ -1,1 +1,9 @@
-"""ControlNet units and preprocessors (controlnet-aux, imported lazily)."""
+"""ControlNet units and preprocessors (controlnet-aux is imported lazily, inside the detectors)."""
+
+from __future__ import annotations
+
+from dreamreel.controlnet.cache import ControlMapCache
+from dreamreel.controlnet.preprocessors import DEFAULT_CONTROLNET_MODELS, Preprocessor, make_preprocessor
+from dreamreel.controlnet.resize import resize_map
+
+__all__ = ["DEFAULT_CONTROLNET_MODELS", "ControlMapCache", "Preprocessor", "make_preprocessor", "resize_map"]
