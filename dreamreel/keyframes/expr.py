@@ -135,6 +135,25 @@ def check_expression(
         raise ScheduleError("'(' is never closed", name=name, text=text, column=offset + len(expr))
 
 
+def _float_literals(expr: str) -> str:
+    """Write integer literals as floats (``9`` -> ``9.0``) in a checked expression.
+
+    numexpr folds constant sub-expressions with Python numbers. With integers, ``9**9**9`` would
+    build an integer with hundreds of millions of digits (minutes and gigabytes); with floats it
+    overflows at once, which :func:`evaluate` reports as a ScheduleError.
+    """
+    parts: list[str] = []
+    pos = 0
+    while pos < len(expr):
+        match = _TOKEN.match(expr, pos)
+        if match is None:  # cannot happen after check_expression
+            return expr
+        token = match.group()
+        parts.append(token + ".0" if match.lastgroup == "number" and token.isdigit() else token)
+        pos = match.end()
+    return "".join(parts)
+
+
 def evaluate(
     expr: str,
     variables: Variables,
@@ -152,7 +171,7 @@ def evaluate(
     check_expression(expr, name=name, text=text, offset=offset)
     local = variables.as_dict()
     try:
-        result = numexpr.evaluate(expr, local_dict=local, global_dict={})
+        result = numexpr.evaluate(_float_literals(expr), local_dict=local, global_dict={})
     except Exception as exc:  # numexpr raises KeyError, SyntaxError, TypeError, ValueError, ...
         raise ScheduleError(
             f"cannot evaluate {expr.strip()!r}: {type(exc).__name__}: {exc}",

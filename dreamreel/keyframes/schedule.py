@@ -35,7 +35,11 @@ Interpolation = Literal["linear", "cubic", "step"]
 INTERPOLATIONS: tuple[str, ...] = ("linear", "cubic", "step")
 
 # Written without ambiguous repetitions, so a failed match on long input stays linear.
-_NUMBER = re.compile(r"[\s(]*(?:(?P<sign>[+-])[\s(]*)?(?P<digits>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)[\s)]*")
+_NUMBER = re.compile(
+    r"[\s(]*(?:(?P<sign>[+-])[\s(]*)?"
+    r"(?P<digits>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"[\s)]*"
+)
 _TEXT_LIKE = re.compile(r"[A-Za-z][\w .+\-]*")
 _COLUMN_NOTE = re.compile(r" \(column \d+\)$")
 _OPERATOR_START = "+-*/%<>=!&|^"

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from dreamreel.keyframes.schedule import (
 )
 
 LOGGER = "dreamreel.keyframes.schedule"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def caret_column(message: str) -> int:
@@ -29,6 +31,12 @@ def caret_column(message: str) -> int:
     lines = [line for line in message.splitlines() if line.strip() == "^"]
     assert len(lines) == 1, message
     return lines[0].index("^") - 4
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code`` in a fresh interpreter at the repository root."""
+    command = [sys.executable, "-c", code]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
 
 
 def schedule_error(text: str, max_frames: int = 10, **kwargs: object) -> ScheduleError:
@@ -158,6 +166,19 @@ def test_nan_at_every_frame_is_an_error() -> None:
 )
 def test_divergences(text: str, max_frames: int, expected: list[float]) -> None:
     np.testing.assert_allclose(parse_schedule(text, max_frames), expected, rtol=0, atol=1e-12)
+
+
+def test_integer_constants_are_folded_as_floats() -> None:
+    np.testing.assert_array_equal(parse_schedule("0:(2**100)", 2), [2.0**100, 2.0**100])  # Deforum: OverflowError
+    # Folded as Python integers, 9**9**9**9 would never finish; run it in a subprocess with a timeout.
+    code = (
+        "from dreamreel.errors import ScheduleError\n"
+        "from dreamreel.keyframes.schedule import parse_schedule\n"
+        "try:\n    parse_schedule('0:(9**9**9**9)', 2)\n"
+        "except ScheduleError as error:\n    assert 'OverflowError' in str(error)\nelse:\n    raise SystemExit(1)\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
 
 
 def test_arctan2_with_two_arguments() -> None:
@@ -329,7 +350,7 @@ def test_text_in_a_numeric_schedule(text: str, column: int) -> None:
         ("abc", 0, "no ':'"),
         ("0:(1));", 5, "unbalanced ')'"),
         ("0:(1; 2)", 4, "unexpected character ';'"),
-        ("0:(2**100)", 3, "cannot evaluate"),
+        ("0:(9**9**9)", 3, "cannot evaluate '9**9**9': OverflowError"),
         ("   ", 0, "empty"),
     ],
 )
@@ -392,7 +413,7 @@ def test_as_number(text: str, number: float | None) -> None:
 
 def test_import_does_not_pull_in_torch() -> None:
     code = "import sys, dreamreel.keyframes.schedule; sys.exit('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
 
 
