@@ -469,7 +469,7 @@ def _generator(settings: Settings, options: RenderOptions) -> FrameGenerator:
 
 def _controlnet_models(settings: Settings) -> list[str]:
     """Each unit's ControlNet model (the usual one for its preprocessor when not given), checked for fit."""
-    from dreamreel.controlnet.preprocessors import check_model_matches
+    from dreamreel.controlnet.models import check_model_matches
     from dreamreel.controlnet.units import default_model
 
     models = []

@@ -38,8 +38,9 @@ import numpy as np
 from PIL import Image as PILImage
 
 from dreamreel import __version__
+from dreamreel.anim.join import join_segments
 from dreamreel.anim.loop import LoopState
-from dreamreel.anim.video import SegmentInfo, SegmentWriter, VideoOptions, join_segments
+from dreamreel.anim.video import SegmentInfo, SegmentWriter, VideoOptions
 from dreamreel.errors import RenderError, SettingsError
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams, ScheduleTable

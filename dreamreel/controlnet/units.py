@@ -29,7 +29,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif", ".mpg
 
 def default_model(preprocessor: str) -> str:
     """The usual ControlNet 1.1 model for a preprocessor (looked up in the local hub cache)."""
-    from dreamreel.controlnet.preprocessors import DEFAULT_CONTROLNET_MODELS, canonical_name
+    from dreamreel.controlnet.models import DEFAULT_CONTROLNET_MODELS
+    from dreamreel.controlnet.preprocessors import canonical_name
 
     name = canonical_name(preprocessor)
     if name not in DEFAULT_CONTROLNET_MODELS:

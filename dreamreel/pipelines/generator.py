@@ -24,7 +24,8 @@ from PIL import Image as PILImage
 
 from dreamreel.errors import ModelLoadError, SettingsError
 from dreamreel.generation import GenerationRequest, Image
-from dreamreel.pipelines.loading import find_embedding, find_lora, load_pipeline, resolve_model
+from dreamreel.pipelines.finding import find_embedding, find_lora
+from dreamreel.pipelines.loading import load_pipeline, resolve_model
 from dreamreel.pipelines.prompt_syntax import extract_lora_tags, prompt_schedule
 from dreamreel.pipelines.samplers import check_sampler, make_scheduler
 from dreamreel.pipelines.text_encoding import encode_blend, encode_pair, pad_to_chunks

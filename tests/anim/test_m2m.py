@@ -9,12 +9,12 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from dreamreel.anim.ffmpeg import probe
 from dreamreel.anim.loop import LoopConfig, LoopState, render
 from dreamreel.anim.m2m import VideoFrames
 from dreamreel.anim.motion import StillMotion
 from dreamreel.anim.protocols import NullProgress
 from dreamreel.anim.steps import InitPreparer
-from dreamreel.anim.video import probe
 from dreamreel.anim.video_input import VideoSelection, open_video
 from dreamreel.cli import main
 from dreamreel.controlnet.units import ControlProvider

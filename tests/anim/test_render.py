@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from dreamreel.anim.video import probe
+from dreamreel.anim.ffmpeg import probe
 from dreamreel.keyframes import ScheduleTable
 from dreamreel.runner import RenderOptions, render_settings, resume
 from dreamreel.settings import load_settings

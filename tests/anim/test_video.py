@@ -1,4 +1,4 @@
-"""Tests for dreamreel.anim.video: segments, bit-exact joins, audio, probing, preflight and failures."""
+"""Tests for dreamreel.anim.video, .join and .ffmpeg: segments, bit-exact joins, audio, probing, preflight."""
 
 from __future__ import annotations
 
@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 
 from dreamreel.anim import video
-from dreamreel.anim.video import (
-    SegmentInfo,
-    SegmentWriter,
-    VideoOptions,
-    join_segments,
-    mux_audio,
-    preflight,
-    probe,
-    rational_fps,
-)
+from dreamreel.anim.ffmpeg import probe, rational_fps
+from dreamreel.anim.join import join_segments, mux_audio
+from dreamreel.anim.video import SegmentInfo, SegmentWriter, VideoOptions, preflight
 from dreamreel.errors import RenderError, SettingsError
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()

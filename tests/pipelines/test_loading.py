@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from dreamreel import testing
 from dreamreel.errors import ModelLoadError
-from dreamreel.pipelines import configs, hashes, loading, safety
+from dreamreel.pipelines import configs, finding, hashes, loading, safety
 
 
 def _image(pipe: StableDiffusionPipeline) -> np.ndarray:
@@ -258,8 +258,8 @@ def test_checkpoint_by_hash(models_dir: Path, tiny_single_file: tuple[Path, Path
     save_file({"x": torch.arange(400_000, dtype=torch.float32)}, str(unique))
     data = unique.read_bytes()
     legacy = hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
-    assert loading.find_checkpoint(hashlib.sha256(data).hexdigest()[:10], models_dir) == unique
-    assert loading.find_checkpoint(f"renamed [{legacy.upper()}]", models_dir) == unique
+    assert finding.find_checkpoint(hashlib.sha256(data).hexdigest()[:10], models_dir) == unique
+    assert finding.find_checkpoint(f"renamed [{legacy.upper()}]", models_dir) == unique
     unique.unlink()
 
 
@@ -285,8 +285,8 @@ def test_safetensors_wins_over_a_pickle_of_the_same_name(tmp_path: Path, tiny_si
     folder.mkdir(parents=True)
     shutil.copy(tiny_single_file[0], folder / "model.safetensors")
     (folder / "model.ckpt").write_bytes(b"never read")
-    assert loading.find_checkpoint("model", tmp_path) == folder / "model.safetensors"
-    assert loading.find_checkpoint("model.ckpt", tmp_path) == folder / "model.ckpt"
+    assert finding.find_checkpoint("model", tmp_path) == folder / "model.safetensors"
+    assert finding.find_checkpoint("model.ckpt", tmp_path) == folder / "model.ckpt"
 
 
 def test_wrong_models_dir_and_no_models_dir(tmp_path: Path) -> None:
@@ -297,13 +297,13 @@ def test_wrong_models_dir_and_no_models_dir(tmp_path: Path) -> None:
 
 
 def test_finding_loras_embeddings_vaes_and_controlnets(models_dir: Path, tiny_model_dir: Path) -> None:
-    assert loading.find_lora("inkwash", models_dir).name == "inkwash.safetensors"
-    assert loading.find_lora("styles/InkWash", models_dir).parent.name == "styles"
-    assert loading.find_embedding("bad-hands", models_dir).name == "bad-hands.safetensors"
-    assert loading.find_vae("alt-vae.safetensors", models_dir).name == "alt-vae.safetensors"
-    assert loading.find_controlnet("hed", None, model_dir=tiny_model_dir).name == "controlnet-hed"
+    assert finding.find_lora("inkwash", models_dir).name == "inkwash.safetensors"
+    assert finding.find_lora("styles/InkWash", models_dir).parent.name == "styles"
+    assert finding.find_embedding("bad-hands", models_dir).name == "bad-hands.safetensors"
+    assert finding.find_vae("alt-vae.safetensors", models_dir).name == "alt-vae.safetensors"
+    assert finding.find_controlnet("hed", None, model_dir=tiny_model_dir).name == "controlnet-hed"
     with pytest.raises(ModelLoadError, match=r"LoRA 'inkwsh' not found.*Did you mean .*'inkwash'"):
-        loading.find_lora("inkwsh", models_dir)
+        finding.find_lora("inkwsh", models_dir)
 
 
 def test_a_same_named_folder_in_the_working_directory_is_not_a_model(
@@ -312,7 +312,7 @@ def test_a_same_named_folder_in_the_working_directory_is_not_a_model(
     (tmp_path / "inkwash").mkdir()
     (tmp_path / "Other-Model").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert loading.find_lora("inkwash", models_dir).suffix == ".safetensors"
+    assert finding.find_lora("inkwash", models_dir).suffix == ".safetensors"
     assert loading.resolve_model("Other-Model", models_dir=models_dir).kind == "single_file"
 
 
