@@ -93,7 +93,7 @@ def memory_and_join() -> None:
     print(f"3. end of render (join 1,000 frames of 512x512 into the video): {join:.2f} s (target < 1 s)")
 
 
-def tiny_model_ratio(frames: int = 12) -> None:
+def tiny_model_ratio(frames: int = 48) -> None:
     import torch
 
     from dreamreel.runner import RenderOptions, render_settings
@@ -111,6 +111,8 @@ def tiny_model_ratio(frames: int = 12) -> None:
         f"4. tiny model, {frames} frames at 64x64: loop wall {loop:.2f} s / generator calls {model:.2f} s = "
         f"{loop / model:.3f} (target <= 1.10)"
     )
+    for line in report.timer.report(report.wall_seconds):
+        print("     " + line)
 
 
 def main() -> None:

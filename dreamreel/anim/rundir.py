@@ -226,6 +226,7 @@ class RunSink:
         self._pending.mkdir(exist_ok=True)
         self._last_state: LoopState | None = None
         self._written_end = 0  # one past the last frame written
+        self._unsynced: list[Path] = []  # pending PNGs written since the last pending.json
 
     def replay(self, frames: list[Image], first_frame: int) -> None:
         """Re-encode the pending frames of an interrupted segment (resume), so segments match."""
@@ -244,7 +245,9 @@ class RunSink:
         self._open(params.frame)
         self.writer.write(image)
         self._written_end = params.frame + 1
-        _write_png(self._pending / f"{params.frame:09d}.png", image, sync=False)
+        pending = self._pending / f"{params.frame:09d}.png"
+        _write_png(pending, image, sync=False)
+        self._unsynced.append(pending)
         if self.save_frames:
             self._save_png(image, params)
 
@@ -256,7 +259,8 @@ class RunSink:
         if self.writer.frame_count >= self.segment_frames or state.next_frame >= self.run.manifest.max_frames:
             self._commit_segment(state)
         else:
-            _sync_dir(self._pending)
+            _sync_files(self._unsynced)
+            self._unsynced.clear()
             pending = {"segment_start": self._segment_start, "next_frame": state.next_frame}
             write_text_atomic(self._pending / "pending.json", json.dumps(pending) + "\n")
 
@@ -271,6 +275,7 @@ class RunSink:
         self.run.commit()
         for file in self._pending.iterdir():
             file.unlink(missing_ok=True)
+        self._unsynced.clear()
 
     def close(self) -> None:
         """After the loop (finished, stopped or failed): keep the open segment as a partial one."""
@@ -342,9 +347,9 @@ def _write_png(path: Path, image: Image, *, sync: bool = True) -> None:
     os.replace(tmp, path)
 
 
-def _sync_dir(folder: Path) -> None:
-    """Flush a folder's files to disk (before a commit point names them)."""
-    for file in folder.glob("*.png"):
+def _sync_files(files: list[Path]) -> None:
+    """Flush files to disk (before a commit point names them)."""
+    for file in files:
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
 
