@@ -155,3 +155,27 @@ def test_control_inputs_shorter_than_the_render_are_errors(clip: Path, tmp_path:
     with pytest.raises(SettingsError, match="has 12 frames but the render has 24"):
         ControlProvider(video, width=64, height=48, frames=24)
     assert ControlProvider(folder, width=64, height=48, frames=3).detector_calls == 0
+
+
+def test_deforum_video_input_settings_render_through_dreamreel_render(
+    clip: Path, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from dreamreel.runner import RenderOptions, render_settings
+
+    monkeypatch.setenv("DREAMREEL_CACHE_DIR", str(tmp_path / "cache"))
+    deforum = {
+        "W": 64, "H": 48, "seed": 5, "sampler": "Euler a", "steps": 2, "animation_mode": "Video Input",
+        "video_init_path": str(clip), "extract_nth_frame": 2, "extract_from_frame": 0, "extract_to_frame": -1,
+        "prompts": {"0": "a red cat"}, "strength_schedule": "0: (0.5)", "fps": 30,
+        "cn_1_enabled": True, "cn_1_module": "canny", "cn_1_model": str(model / "controlnet-canny"),
+        "cn_1_weight": "0:(1), 3:(0.5)", "cn_1_resize_mode": "Just Resize",
+    }  # fmt: skip
+    settings = tmp_path / "deforum_settings.txt"
+    settings.write_text(json.dumps(deforum))
+    report = render_settings(settings, RenderOptions(out=tmp_path / "run", model=str(model)))
+    assert report.finished and report.detector_calls == 6
+    info = probe(tmp_path / "run" / "video.mp4")
+    assert info.frame_count == 6 and info.fps == pytest.approx(FPS / 2) and info.has_audio  # fps from the input
+    assert abs(info.video_duration - probe(clip).video_duration) <= 2 / FPS + 1e-6

@@ -211,3 +211,16 @@ def test_optical_flow_cadence_renders_every_frame(tmp_path: Path) -> None:
     a, b = frames_of(tmp_path / "plain" / "video.mp4"), frames_of(tmp_path / "flow" / "video.mp4")
     assert len(a) == len(b) == 7
     assert np.array_equal(a[0], b[0])  # diffused frames are the same
+
+
+def test_3d_preview_with_a_depth_model(tmp_path: Path) -> None:
+    from dreamreel.testing import save_tiny_depth_model
+
+    depth = save_tiny_depth_model(tmp_path / "depth")
+    settings = settings_file(
+        tmp_path, mode="3d", max_frames=4, schedules={"translation_z": "0:(10)", "rotation_3d_y": "0:(2)"}
+    )
+    report = render_settings(settings, RenderOptions(out=tmp_path / "run", preview=True, depth_model=str(depth)))
+    assert report.finished and report.timer.calls["depth"] == 3  # depth of each warped frame
+    frames = frames_of(tmp_path / "run" / "video.mp4")
+    assert len(frames) == 4 and np.abs(frames[0].astype(int) - frames[3].astype(int)).mean() > 3
