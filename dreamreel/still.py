@@ -1,8 +1,8 @@
 """``dreamreel still``: still images as the one-frame case of the animation loop.
 
 A batch of ``count x size`` images is a run of that many independent frames (no loopback) whose
-seeds follow A1111's batch seeds (seed, seed+1, ...); each frame is written as a PNG with A1111's
-``parameters`` chunk.
+seeds follow A1111's batch seeds (seed, seed+1, ...); each batch of ``size`` is one sampler call;
+each frame is written as a PNG with A1111's ``parameters`` chunk.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dreamreel.anim.protocols import ProgressReporter
 from dreamreel.anim.rundir import save_png_with_info
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.errors import SettingsError
-from dreamreel.generation import FrameGenerator, Image
+from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import FrameParams
 from dreamreel.pnginfo import GenerationInfo
 from dreamreel.settings import Settings, resolve_schedules, with_resolved_seed
@@ -95,6 +95,30 @@ class StillRequest:
             },
             color_coherence=None,
         )
+
+
+class _Batches:
+    """Serves a still run's frames from A1111-style batches: one sampler call per ``size`` images.
+
+    The frames of a still run differ only by their seed (seed, seed+1, ...), so the first frame of
+    each batch asks the generator for ``size`` images at once and the next ``size - 1`` requests
+    are answered from them.
+    """
+
+    def __init__(self, generator: FrameGenerator, size: int) -> None:
+        self.generator = generator
+        self.size = size
+        self._queue: list[Image] = []
+        self._served = 0
+
+    def generate(self, request: GenerationRequest) -> Image:
+        batch = getattr(self.generator, "generate_batch", None)
+        if self.size <= 1 or batch is None:
+            return self.generator.generate(request)
+        if self._served % self.size == 0:
+            self._queue = list(batch(request, self.size))
+        self._served += 1
+        return self._queue.pop(0)
 
 
 class _PngSink:
