@@ -323,6 +323,10 @@ def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from dreamreel.settings import load_settings, resolve_schedules, with_resolved_seed
 
     settings = with_resolved_seed(load_settings(args.settings))
+    if settings.mode == "video":  # the input video decides the number of frames and the fps
+        from dreamreel.runner import open_input_video
+
+        settings = open_input_video(settings)[1]
     table = resolve_schedules(settings, source=args.settings)
     frames = select_frames(args.frames, settings.max_frames, table)
     for line in summary_lines(settings, table):

@@ -179,3 +179,26 @@ def test_deforum_video_input_settings_render_through_dreamreel_render(
     info = probe(tmp_path / "run" / "video.mp4")
     assert info.frame_count == 6 and info.fps == pytest.approx(FPS / 2) and info.has_audio  # fps from the input
     assert abs(info.video_duration - probe(clip).video_duration) <= 2 / FPS + 1e-6
+
+
+def test_plan_of_a_video_input_run_counts_the_input_frames(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    settings = tmp_path / "video.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "animation_mode": "Video Input",
+                "video_init_path": str(clip),
+                "extract_nth_frame": 3,
+                "W": 64,
+                "H": 48,
+                "max_frames": 500,
+                "prompts": {"0": "a cat"},
+            }
+        )  # fmt: skip
+    )
+    assert main(["plan", str(settings)]) == 0
+    assert "VIDEO run: 4 frames at 4 fps (1.0 s)" in capsys.readouterr().out
