@@ -198,7 +198,7 @@ def test_plan_of_a_video_input_run_counts_the_input_frames(
                 "max_frames": 500,
                 "prompts": {"0": "a cat"},
             }
-        )  # fmt: skip
+        )
     )
     assert main(["plan", str(settings)]) == 0
     assert "VIDEO run: 4 frames at 4 fps (1.0 s)" in capsys.readouterr().out
