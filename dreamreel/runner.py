@@ -224,8 +224,8 @@ def open_input_video(settings: Settings) -> tuple[Any, Settings]:
 
 def _prepare(settings: Settings, table: ScheduleTable, options: RenderOptions, out: Path, source: Any) -> Prepared:
     audio, audio_start = _audio(settings, options, source)
-    if settings.controlnet and not options.preview:
-        _controlnet_models(settings)  # a model that does not fit its preprocessor fails here, before loading
+    if not options.preview:
+        _check_models(settings, options)
     video, notices = _preflight(settings, options, out, audio)
     init = load_init_image(settings, video.width, video.height)
     color = settings.color_coherence
@@ -465,6 +465,20 @@ def _generator(settings: Settings, options: RenderOptions) -> FrameGenerator:
             cross_frame_attention=settings.mode == "video" and settings.temporal.cross_frame_attention,
         ),
     )
+
+
+def _check_models(settings: Settings, options: RenderOptions) -> None:
+    """Find every model file before anything loads: a wrong name or path fails here, with suggestions."""
+    from dreamreel.pipelines.finding import find_controlnet
+    from dreamreel.pipelines.loading import resolve_model
+
+    model = options.model or settings.model
+    if not model:
+        return  # _generator says what to pass
+    source = resolve_model(model, models_dir=options.models_dir)
+    beside = source.path if source.kind == "diffusers" else None
+    for name in _controlnet_models(settings):
+        find_controlnet(name, options.models_dir, model_dir=beside)
 
 
 def _controlnet_models(settings: Settings) -> list[str]:

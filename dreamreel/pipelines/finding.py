@@ -23,6 +23,9 @@ from dreamreel.pipelines import hashes, safety
 
 logger = logging.getLogger(__name__)
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+"""A Hugging Face model id (``org/name``)."""
+
 _HASH_SUFFIX = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]\s*$")
 _HEX = re.compile(r"^[0-9a-fA-F]{8,64}$")
 _MARKERS = ("model_index.json", "config.json")
@@ -193,4 +196,27 @@ def find_controlnet(name: str, models_dir: Path | None, *, model_dir: Path | Non
         beside = Path(model_dir) / f"controlnet-{name.strip()}"
         if (beside / "config.json").is_file():
             return beside
-    return _find(name, "ControlNet", ModelPaths.a1111(models_dir).controlnet, safety.WEIGHT_SUFFIXES, folders=True)
+    try:
+        return _find(name, "ControlNet", ModelPaths.a1111(models_dir).controlnet, safety.WEIGHT_SUFFIXES, folders=True)
+    except _NotFound as missing:
+        if not HUB_ID.match(name.strip()) or Path(name.strip()).suffix.lower() in safety.WEIGHT_SUFFIXES:
+            raise
+        return _controlnet_from_hub_cache(name.strip(), missing)
+
+
+def _controlnet_from_hub_cache(repo_id: str, missing: ModelLoadError) -> Path:
+    """A ControlNet's diffusers folder from the local Hugging Face cache (never downloaded)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"ControlNet {repo_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and dreamreel "
+            f"never downloads models. Download it first (hf download {repo_id}), or give a local ControlNet as "
+            f"PREPROCESSOR:WEIGHT:PATH (a diffusers folder or a .safetensors file). {missing}"
+        ) from exc
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{repo_id!r} in the Hugging Face cache ({folder}) has no config.json: not a ControlNet")
+    return folder

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from dreamreel.pipelines.configs import (
     skeleton_dir,
 )
 from dreamreel.pipelines.finding import (
+    HUB_ID,
     ModelPaths,
     _candidates,
     _is_model_path,
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
     from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, DiffusionPipeline
 
 logger = logging.getLogger(__name__)
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -167,7 +165,7 @@ def resolve_model(name_or_path: str, *, models_dir: Path | None = None) -> Model
             return _source_for_path(find_checkpoint(text, models_dir), text)
         except _NotFound as exc:
             missing = exc
-    if _HUB_ID.match(text) and Path(text).suffix.lower() not in safety.WEIGHT_SUFFIXES:
+    if HUB_ID.match(text) and Path(text).suffix.lower() not in safety.WEIGHT_SUFFIXES:
         try:
             return _from_hub_cache(text, text)
         except ModelLoadError as exc:

@@ -202,3 +202,16 @@ def test_plan_of_a_video_input_run_counts_the_input_frames(
     )
     assert main(["plan", str(settings)]) == 0
     assert "VIDEO run: 4 frames at 4 fps (1.0 s)" in capsys.readouterr().out
+
+
+def test_missing_default_controlnet_fails_before_anything_starts(
+    clip: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(
+        ["m2m", str(clip), "--prompt", "x", "--model", str(model), "--controlnet", "openpose", "--out", str(out)]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "lllyasviel/control_v11p_sd15_openpose" in error and "hf download" in error
+    assert not out.exists()
