@@ -205,8 +205,11 @@ def test_plan_of_a_video_input_run_counts_the_input_frames(
 
 
 def test_missing_default_controlnet_fails_before_anything_starts(
-    clip: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    clip: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     out = tmp_path / "run"
     code = main(
         ["m2m", str(clip), "--prompt", "x", "--model", str(model), "--controlnet", "openpose", "--out", str(out)]

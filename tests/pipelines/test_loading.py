@@ -235,6 +235,25 @@ def test_hub_id_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ti
     assert type(loading.load_pipeline(source)) is StableDiffusionPipeline
 
 
+def test_controlnet_hub_id_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
+    from huggingface_hub import constants
+
+    from dreamreel.pipelines.finding import find_controlnet
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r"'someone/cn' is not in the local Hugging Face cache.*hf download"):
+        find_controlnet("someone/cn", None)
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "models--someone--cn"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_model_dir / "controlnet-openpose", repo / "snapshots" / commit)
+    assert find_controlnet("someone/cn", None).name == commit
+    assert type(loading.load_controlnet("someone/cn")).__name__ == "ControlNetModel"
+
+
 # --- the A1111 models dir -----------------------------------------------------------------------
 
 
