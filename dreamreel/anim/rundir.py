@@ -266,6 +266,7 @@ class RunSink:
 
     def _commit_segment(self, state: LoopState) -> None:
         info = self.writer.close()
+        _sync_files([info.path])  # on disk before the manifest names it (power loss)
         manifest = self.run.manifest
         manifest.segments.append(
             {"path": f"segments/{info.path.name}", "first_frame": info.first_frame, "frame_count": info.frame_count}
@@ -350,8 +351,9 @@ def _write_png(path: Path, image: Image, *, sync: bool = True) -> None:
 def _sync_files(files: list[Path]) -> None:
     """Flush files to disk (before a commit point names them)."""
     for file in files:
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
+        if file.exists():  # an empty segment writes no file
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def _read_png(path: Path) -> Image | None:
