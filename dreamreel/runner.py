@@ -239,9 +239,24 @@ def _prepare(settings: Settings, table: ScheduleTable, options: RenderOptions, o
             "reference 'video' (Deforum 'Video Input') needs Video Input mode; use 'first_frame' or 'image'",
             key=settings.key_names.get("color_coherence", "color_coherence"),
         )
-    if settings.video_input is not None and settings.video_input.mask_path:
-        logger.warning("video masks are not supported yet: %s is ignored", settings.video_input.mask_path)
+    _warn_unused(settings)
     return Prepared(settings, table, video, notices, init, source, audio, audio_start, color_image)
+
+
+def _warn_unused(settings: Settings) -> None:
+    """One warning per setting that is set but that this version does not act on (nothing is ignored silently)."""
+    unused = {
+        "video_input.mask_path": settings.video_input is not None and settings.video_input.mask_path,
+        "color_coherence.grayscale": settings.color_coherence is not None and settings.color_coherence.grayscale,
+        "depth.save_maps": settings.mode == "3d" and settings.depth.save_maps,
+        "schedules.model": settings.schedules.model is not None,
+        "schedules.ddim_eta": settings.schedules.ddim_eta is not None,
+        "schedules.ancestral_eta": settings.schedules.ancestral_eta is not None,
+    }
+    for key, is_set in unused.items():
+        if is_set:
+            written = settings.key_names.get(key, key)
+            logger.warning("%s is set but not supported yet; the render goes on without it", written)
 
 
 def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Path | None, float]:

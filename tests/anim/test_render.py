@@ -224,3 +224,16 @@ def test_3d_preview_with_a_depth_model(tmp_path: Path) -> None:
     assert report.finished and report.timer.calls["depth"] == 3  # depth of each warped frame
     frames = frames_of(tmp_path / "run" / "video.mp4")
     assert len(frames) == 4 and np.abs(frames[0].astype(int) - frames[3].astype(int)).mean() > 3
+
+
+def test_settings_that_are_not_acted_on_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    settings = settings_file(
+        tmp_path, max_frames=2, schedules={"model": '0:("a.safetensors")', "ddim_eta": "0:(0.2)"},
+        color_coherence={"grayscale": True},
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="dreamreel"):
+        render_settings(settings, RenderOptions(out=tmp_path / "run", preview=True))
+    for key in ("schedules.model", "schedules.ddim_eta", "color_coherence.grayscale"):
+        assert f"{key} is set but not supported yet" in caplog.text
