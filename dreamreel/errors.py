@@ -90,6 +90,14 @@ class RenderError(DreamreelError):
         super().__init__(message if frame is None else f"frame {frame}: {message}")
 
 
+def refuse_url(text: str, *, key: str, what: str = "file") -> None:
+    """dreamreel never downloads: a URL where a local file is expected is a :class:`SettingsError`."""
+    if text.strip().startswith(("http://", "https://")):
+        raise SettingsError(
+            f"is a URL ({text.strip()}); dreamreel does not download. Save the {what} and give its path", key=key
+        )
+
+
 def did_you_mean(word: str, choices: Iterable[str], *, n: int = 3) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choices, or an empty string."""
     originals = {choice.lower(): choice for choice in choices}

@@ -23,7 +23,7 @@ from dreamreel.anim.rundir import RunDirectory, RunSink
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
 from dreamreel.anim.video import VideoOptions, preflight
-from dreamreel.errors import ModelLoadError, SettingsError
+from dreamreel.errors import ModelLoadError, SettingsError, refuse_url
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import ScheduleTable
 from dreamreel.plan import summary_lines
@@ -202,11 +202,7 @@ def open_input_video(settings: Settings) -> tuple[Any, Settings]:
 
     assert settings.video_input is not None
     config = settings.video_input
-    if config.path.startswith(("http://", "https://")):
-        raise SettingsError(
-            f"is a URL ({config.path}); dreamreel does not download. Save the video and give its path",
-            key=settings.key_names.get("video_input.path", "video_input.path"),
-        )
+    refuse_url(config.path, key=settings.key_names.get("video_input.path", "video_input.path"), what="video")
     selection = VideoSelection(
         start_frame=config.from_frame,
         end_frame=config.to_frame,
@@ -439,10 +435,7 @@ def load_image(source: str, width: int, height: int, *, key: str) -> Image:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    if source.startswith(("http://", "https://")):
-        raise SettingsError(
-            f"is a URL ({source}); dreamreel does not download. Save the image and give its path", key=key
-        )
+    refuse_url(source, key=key, what="image")
     try:
         with PILImage.open(Path(source).expanduser()) as image:
             rgb = image.convert("RGB")

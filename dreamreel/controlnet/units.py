@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamreel.errors import SettingsError
+from dreamreel.errors import SettingsError, refuse_url
 from dreamreel.generation import ControlInput, Image
 from dreamreel.keyframes.table import FrameParams
 from dreamreel.settings.model import ControlNetUnit
@@ -158,8 +158,7 @@ def open_unit_input(
         return None
     path = Path(unit.input).expanduser()
     key = f"controlnet.{index}.input"
-    if unit.input.startswith(("http://", "https://")):
-        raise SettingsError(f"is a URL ({unit.input}); save the file and give its path", key=key)
+    refuse_url(unit.input, key=key)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if len(files) < frames:

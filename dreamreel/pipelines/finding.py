@@ -204,19 +204,36 @@ def find_controlnet(name: str, models_dir: Path | None, *, model_dir: Path | Non
         return _controlnet_from_hub_cache(name.strip(), missing)
 
 
-def _controlnet_from_hub_cache(repo_id: str, missing: ModelLoadError) -> Path:
-    """A ControlNet's diffusers folder from the local Hugging Face cache (never downloaded)."""
+def hub_snapshot(repo_id: str, *, otherwise: str) -> Path:
+    """The folder of ``repo_id`` in the local Hugging Face cache (never downloaded).
+
+    Args:
+        repo_id: ``org/name``.
+        otherwise: what the user can pass instead, for the error message.
+
+    Raises:
+        ModelLoadError: it is not in the cache.
+    """
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
+        return Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError) as exc:
         raise ModelLoadError(
-            f"ControlNet {repo_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and dreamreel "
-            f"never downloads models. Download it first (hf download {repo_id}), or give a local ControlNet as "
-            f"PREPROCESSOR:WEIGHT:PATH (a diffusers folder or a .safetensors file). {missing}"
+            f"{repo_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}), and dreamreel never "
+            f"downloads models. Download it yourself first "
+            f"(hf download {repo_id}), or {otherwise}"
         ) from exc
+
+
+def _controlnet_from_hub_cache(repo_id: str, missing: ModelLoadError) -> Path:
+    """A ControlNet's diffusers folder from the local Hugging Face cache."""
+    folder = hub_snapshot(
+        repo_id,
+        otherwise=f"give a local ControlNet as PREPROCESSOR:WEIGHT:PATH (a diffusers folder or a .safetensors file). "
+        f"{missing}",
+    )
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{repo_id!r} in the Hugging Face cache ({folder}) has no config.json: not a ControlNet")
     return folder

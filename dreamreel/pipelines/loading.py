@@ -47,6 +47,7 @@ from dreamreel.pipelines.finding import (
     find_checkpoint,
     find_controlnet,
     find_vae,
+    hub_snapshot,
 )
 
 if TYPE_CHECKING:
@@ -120,18 +121,11 @@ def _source_for_path(path: Path, name: str, hub_id: str | None = None) -> ModelS
 
 
 def _from_hub_cache(repo_id: str, name: str) -> ModelSource:
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"{repo_id!r} looks like a Hugging Face model id, but it is not in the local Hugging Face cache "
-            f"({constants.HF_HUB_CACHE}), and dreamreel never downloads models. Download it yourself first "
-            f"(hf download {repo_id}), or pass a local path: a diffusers model folder or a .safetensors "
-            "checkpoint, or a checkpoint name with --models-dir DIR (an AUTOMATIC1111 install)."
-        ) from exc
+    folder = hub_snapshot(
+        repo_id,
+        otherwise="pass a local path: a diffusers model folder or a .safetensors checkpoint, or a checkpoint name "
+        "with --models-dir DIR (an AUTOMATIC1111 install).",
+    )
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(
             f"{repo_id!r} is in the Hugging Face cache ({folder}) but it is not a diffusers pipeline (no "
