@@ -19,6 +19,7 @@ import logging
 import math
 
 import cv2
+import numpy as np
 
 from dreamreel.anim.images import check_image
 from dreamreel.errors import SettingsError
@@ -104,6 +105,7 @@ def unsharp_mask(image: Image, *, amount: float, kernel: float = 5, sigma: float
     sharp = cv2.addWeighted(image, 1.0 + amount, blurred, -amount, 0.0)
     if threshold > 0:
         # Integer differences: |d| < t  <=>  |d| < ceil(t); 256 is out of uint8 range, handled above.
-        keep = cv2.compare(cv2.absdiff(image, blurred), float(math.ceil(threshold)), cv2.CMP_LT)
-        cv2.copyTo(image, keep, sharp)
+        # Compared per channel value with numpy: OpenCV 5's cv2.compare against a scalar tests channel 0 only.
+        keep = cv2.absdiff(image, blurred) < math.ceil(threshold)
+        np.copyto(sharp, image, where=keep)
     return sharp

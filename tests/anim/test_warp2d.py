@@ -28,6 +28,20 @@ def _textured(height: int = H, width: int = W, seed: int = 0) -> np.ndarray:
     return cv2.GaussianBlur(noise, (0, 0), 1.5)
 
 
+def _assert_within_one_level(out: np.ndarray, expected: np.ndarray) -> None:
+    """The same warp, as far as OpenCV builds agree with themselves.
+
+    OpenCV's fixed-point paths (warpAffine vs warpPerspective, 3 vs 4 channels, SIMD per border mode) round
+    interpolated values differently: within one level, and in OpenCV 4.x a few values in 10,000 by two. A wrong
+    matrix moves the whole picture and fails both bounds.
+    """
+    assert out.shape == expected.shape
+    diff = np.abs(out.astype(np.int16) - expected.astype(np.int16))
+    where = np.unravel_index(diff.argmax(), diff.shape)
+    assert int(diff.max()) <= 2, f"max difference {int(diff.max())} levels at {where}"
+    assert (diff > 1).mean() <= 1e-4, f"max difference {int(diff.max())} levels at {(diff > 1).sum()} values"
+
+
 def _dot(x: int, y: int, height: int = H, width: int = W, radius: int = 1) -> np.ndarray:
     image = np.zeros((height, width, 3), np.uint8)
     image[y - radius : y + radius + 1, x - radius : x + radius + 1] = 255
@@ -154,7 +168,7 @@ def test_pixels_equal_cv2_warp_perspective_with_deforums_matrix(border: str) -> 
         )  # fmt: skip
         assert out.dtype == np.uint8
         assert out.shape == image.shape
-        assert np.array_equal(out, expected)
+        _assert_within_one_level(out, expected)
 
 
 def test_flip_matrix_matches_deforums_and_is_identity_at_zero() -> None:
@@ -174,7 +188,7 @@ def test_flip_warp_equals_cv2_with_bm_r_t(border: str) -> None:
         image, theta=12, phi=-6, gamma=9, fv=53, angle=5.0, zoom=1.02, translation_x=4.0, translation_y=-3.0,
         border=border,
     )  # fmt: skip
-    assert np.array_equal(out, expected)
+    _assert_within_one_level(out, expected)
 
 
 def test_flip_theta_is_a_clockwise_roll_with_deforums_off_centre_pivot() -> None:
@@ -193,7 +207,7 @@ def test_wrap_and_replicate_differ_only_where_the_border_shows() -> None:
     # the exposed strip on the left: wrap shows the right edge, replicate smears column 0
     assert not np.array_equal(wrap[:, :10], replicate[:, :10])
     assert np.array_equal(replicate[:, :10], np.repeat(image[:, :1], 10, axis=1))
-    np.testing.assert_array_equal(wrap[:, 12:], replicate[:, 12:])
+    _assert_within_one_level(wrap[:, 12:], replicate[:, 12:])
     # whole-pixel wrap is a roll
     assert np.array_equal(
         warp_2d(image, translation_x=-7, translation_y=5, border="wrap"), np.roll(image, (5, -7), (0, 1))
@@ -207,7 +221,7 @@ def test_whole_pixel_shortcut_equals_cv2(border: str, shift: tuple[int, int]) ->
     flag = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_WRAP
     matrix = np.array([[1.0, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1]])
     expected = cv2.warpPerspective(image, matrix, (W, H), borderMode=flag)
-    assert np.array_equal(warp_with_matrix(image, matrix, border=border), expected)
+    _assert_within_one_level(warp_with_matrix(image, matrix, border=border), expected)
 
 
 def test_non_contiguous_input_is_accepted() -> None:
@@ -255,3 +269,13 @@ def test_speed_512() -> None:
         times.append(time.perf_counter() - start)
     # about 1 ms on an idle 2-core machine; the bound is loose for busy CI runners
     assert min(times) < 0.006
+
+
+def test_the_one_level_tolerance_still_catches_a_wrong_matrix() -> None:
+    image = _textured(seed=1)
+    params = (7.0, 1.04, 3.5, -2.25, 0.5, 0.5)
+    expected = cv2.warpPerspective(image, _deforum_matrix(W, H, *params), (W, H), borderMode=cv2.BORDER_REPLICATE)
+    for angle, zoom, tx, ty in [(7.5, 1.04, 3.5, -2.25), (7.0, 1.05, 3.5, -2.25), (7.0, 1.04, 4.5, -2.25)]:
+        out = warp_2d(image, angle=angle, zoom=zoom, translation_x=tx, translation_y=ty, border="replicate")
+        with pytest.raises(AssertionError, match="max difference"):
+            _assert_within_one_level(out, expected)
