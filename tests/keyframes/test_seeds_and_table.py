@@ -60,9 +60,9 @@ def test_minus_one_seed_is_resolved_once() -> None:
 
 
 def test_strength_and_denoise() -> None:
-    table = resolve_schedules(Settings(max_frames=4, schedules={"strength": "0:(1.3), 2:(0.4)"}))
-    assert table.numeric["strength"].tolist() == pytest.approx([0.0, 0.85, 0.4, 0.4])  # clamped; frame 0 txt2img
-    assert table.numeric["denoise"].tolist() == pytest.approx([1.0, 0.15, 0.6, 0.6])
+    table = resolve_schedules(Settings(max_frames=4, schedules={"strength": "0:(1.0), 2:(0.4)"}))
+    assert table.numeric["strength"].tolist() == pytest.approx([0.0, 0.7, 0.4, 0.4])  # frame 0 txt2img
+    assert table.numeric["denoise"].tolist() == pytest.approx([1.0, 0.3, 0.6, 0.6])
     with_init = resolve_schedules(Settings(max_frames=2, init_image="x.png", init_strength=0.25))
     assert with_init.numeric["strength"][0] == 0.25
 
@@ -75,7 +75,8 @@ def test_csv_round_trip_is_bit_exact(tmp_path: Path) -> None:
     settings = Settings(
         max_frames=25, seed=3, prompt_blend=True,
         prompts={"0": "a, \"quoted\" cat --neg dog", "12": "a bird"},
-        schedules={"zoom": "0:(1.0+0.01*sin(t/3.7))", "sampler": '0:("Euler a"), 10:("DPM++ 2M, Karras")'},
+        schedules={"zoom": "0:(1.0+0.01*sin(t/3.7))", "sampler": '0:("Euler a"), 10:("DPM++ 2M Karras")',
+                   "model": '0:("a.safetensors"), 10:("b, c.safetensors")'},
     )  # fmt: skip
     table = resolve_schedules(settings)
     path = tmp_path / "schedule.csv"
