@@ -13,30 +13,51 @@ from rich.table import Table
 from dreamreel.errors import SettingsError
 from dreamreel.keyframes.table import INTEGER_COLUMNS, NUMERIC_COLUMNS, ScheduleTable
 from dreamreel.settings.model import Settings
+from dreamreel.settings.resolve import unused_columns
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROWS = 40
+PROMPT_CHARS = 120  # longer prompts are shortened in the summary (the CSV and the run keep them whole)
 
 
-def summary_lines(settings: Settings, table: ScheduleTable) -> list[str]:
-    """A few lines describing the run: size, length, mode, sampler, seed, prompts switches."""
+def summary_lines(settings: Settings, table: ScheduleTable, *, model: str | None = None) -> list[str]:
+    """A few lines describing the run: size, length, mode, sampler, seed, prompts switches.
+
+    Args:
+        settings: the run's settings.
+        table: its resolved schedule table.
+        model: the model the run actually uses (``--model``), when it is not the settings' ``model``.
+    """
     seconds = settings.max_frames / settings.fps
     diffusions = int(table.numeric["diffuse"].sum())
     lines = [
         f"{settings.mode.upper()} run: {settings.max_frames} frames at {settings.fps:g} fps ({seconds:.1f} s), "
         f"{settings.width}x{settings.height}, {diffusions} diffusions (cadence {settings.diffusion_cadence})",
         f"sampler {settings.sampler}, {settings.steps} steps, seed {int(table.numeric['seed'][0])} "
-        f"({settings.seed_behavior}), model {settings.model or '(not set)'}",
+        f"({settings.seed_behavior}), model {model or settings.model or '(not set)'}",
     ]
-    constant = [n for n in NUMERIC_COLUMNS if n not in table.changing_columns() and n != "diffuse"]
+    changing = set(table.changing_columns())
+    skipped = changing | unused_columns(settings) | {"diffuse"}
+    constant = [n for n in NUMERIC_COLUMNS if n not in skipped]
     if constant:
         values = ", ".join(f"{n}={_fmt(table.numeric[n][0], n)}" for n in constant)
         lines.append(f"constant: {values}")
     for frame, prompt, negative in prompt_switches(table):
-        neg = f"  [negative: {negative}]" if negative else ""
-        lines.append(f"prompt from frame {frame}: {prompt}{neg}")
+        neg = f"  [negative: {shorten_prompt(negative)}]" if negative else ""
+        lines.append(f"prompt from frame {frame}: {shorten_prompt(prompt)}{neg}")
     return lines
+
+
+def shorten_prompt(text: str, limit: int = PROMPT_CHARS) -> str:
+    """``text`` itself when short; else its first ``limit`` characters (cut at a word) and the word count."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    if " " in head[limit // 2 :] and not text[limit].isspace():
+        head = head.rsplit(" ", 1)[0]
+    words = len(text.split())
+    return f"{head.rstrip(' ,;')}… ({words} word{'s' if words != 1 else ''})"
 
 
 def prompt_switches(table: ScheduleTable) -> list[tuple[int, str, str]]:
@@ -117,18 +138,22 @@ def plot_schedules(table: ScheduleTable, path: str | os.PathLike[str]) -> Path:
 
     names = [n for n in table.changing_columns() if n in table.numeric and n != "diffuse"]
     panels = max(1, len(names))
-    fig, axes = plt.subplots(panels, 1, figsize=(10, 1.8 * panels + 0.6), sharex=True, squeeze=False)
+    # constrained layout makes room for the widest label (tight_layout clipped "rotation_3d_y")
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(10, 1.8 * panels + 0.6), sharex=True, squeeze=False, layout="constrained"
+    )
     frames = np.arange(table.max_frames)
     switches = [f for f, _, _ in prompt_switches(table)][1:]
     for axis, name in zip(axes[:, 0], names or ["(no schedule changes)"], strict=False):
         if name in table.numeric:
             axis.plot(frames, table.numeric[name], linewidth=1.4)
         axis.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        # plain numbers: seeds as 1234567, not "+1.234e6" above the axis and 580 on it
+        axis.ticklabel_format(axis="y", style="plain", useOffset=False)
         axis.grid(alpha=0.3)
         for frame in switches:
             axis.axvline(frame, color="tab:red", alpha=0.35, linewidth=1)
     axes[-1, 0].set_xlabel("frame (red lines: prompt changes)")
-    fig.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=100)
