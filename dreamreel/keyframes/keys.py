@@ -1,4 +1,4 @@
-"""Splitting keyframe strings and resolving keyframe keys to frame indices.
+"""Resolving keyframe keys to frame indices (splitting schedules is :mod:`dreamreel.keyframes.scan`).
 
 Shared by numeric schedules, string schedules and prompt schedules, so a key means the same
 frame everywhere.
@@ -23,33 +23,6 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
 _MAX_KEY_DIGITS = 100
 _TIMED = re.compile(r"(?P<amount>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>s|b)", re.IGNORECASE)
-
-
-def split_top_level(text: str, separator: str = ",") -> list[tuple[str, int]]:
-    """Split ``text`` at ``separator`` where it is outside parentheses, brackets and quotes.
-
-    Returns:
-        (piece, column of the piece's first character) for every piece, in order.
-    """
-    pieces: list[tuple[str, int]] = []
-    depth = 0
-    quote: str | None = None
-    start = 0
-    for index, char in enumerate(text):
-        if quote is not None:
-            if char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth = max(0, depth - 1)
-        elif char == separator and depth == 0:
-            pieces.append((text[start:index], start))
-            start = index + 1
-    pieces.append((text[start:], start))
-    return pieces
 
 
 def strip_quotes(text: str) -> tuple[str, int]:

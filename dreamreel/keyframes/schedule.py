@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 
 from dreamreel.errors import ScheduleError, did_you_mean
 from dreamreel.keyframes.expr import FUNCTIONS, Variables, evaluate
-from dreamreel.keyframes.keys import resolve_frame_key, split_top_level, strip_quotes
+from dreamreel.keyframes.keys import resolve_frame_key, strip_quotes
+from dreamreel.keyframes.scan import QUOTES, find_top_level, matching_bracket, split_top_level, unclosed_quote
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ _NUMBER = re.compile(
 _TEXT_LIKE = re.compile(r"[A-Za-z][\w .+\-]*")
 _COLUMN_NOTE = re.compile(r" \(column \d+\)$")
 _OPERATOR_START = "+-*/%<>=!&|^"
-_QUOTES = "'\""
 _VARIABLES = frozenset({"t", "i", "max_f", "s", "pi", "e"})
 _EXAMPLE = "0:(1.0), 30:(1.0+0.1*sin(t/8))"
 
@@ -226,55 +226,9 @@ def _check_arguments(text: object, max_frames: object, name: str) -> None:
 
 def _check_quotes(text: str, name: str) -> None:
     """Raise at the opening quote of a quote that is never closed."""
-    quote: str | None = None
-    start = 0
-    for index, char in enumerate(text):
-        if quote is not None:
-            if char == quote:
-                quote = None
-        elif char in _QUOTES:
-            quote, start = char, index
-    if quote is not None:
-        raise ScheduleError(f"the quote {quote} is never closed", name=name, text=text, column=start)
-
-
-def _find_top_level(text: str, target: str) -> int:
-    """Index of the first ``target`` outside quotes and brackets, or -1."""
-    depth = 0
-    quote: str | None = None
-    for index, char in enumerate(text):
-        if quote is not None:
-            if char == quote:
-                quote = None
-        elif char in _QUOTES:
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth = max(0, depth - 1)
-        elif char == target and depth == 0:
-            return index
-    return -1
-
-
-def _matching_paren(text: str, start: int) -> int:
-    """Index of the ``)`` closing the ``(`` at ``start`` (quote-aware), or -1."""
-    depth = 0
-    quote: str | None = None
-    for index in range(start, len(text)):
-        char = text[index]
-        if quote is not None:
-            if char == quote:
-                quote = None
-        elif char in _QUOTES:
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return index
-    return -1
+    start = unclosed_quote(text)
+    if start >= 0:
+        raise ScheduleError(f"the quote {text[start]} is never closed", name=name, text=text, column=start)
 
 
 def as_number(value: str) -> float | None:
@@ -291,7 +245,7 @@ def as_number(value: str) -> float | None:
 
 def _bare_constant(pieces: list[tuple[str, int]]) -> Keyframe | None:
     """A whole schedule that is a single number (``"7"``) is a constant keyframe at frame 0."""
-    if len(pieces) != 1 or _find_top_level(pieces[0][0], ":") >= 0:
+    if len(pieces) != 1 or find_top_level(pieces[0][0], ":") >= 0:
         return None
     piece, column = pieces[0]
     number = as_number(piece)
@@ -314,7 +268,7 @@ def _parse_entry(
 ) -> Keyframe:
     """Parse one ``key:(value)`` entry; the frame may still lie outside the run."""
     lead = len(piece) - len(piece.lstrip())
-    colon = _find_top_level(piece, ":")
+    colon = find_top_level(piece, ":")
     if colon < 0:
         raise ScheduleError(
             f"expected 'frame:(value)' entries such as {_EXAMPLE}, but this entry has no ':'",
@@ -338,7 +292,7 @@ def _value_text(value: str, column: int, *, text: str, name: str) -> tuple[str, 
     """Return the value without its outer parentheses, and the column where it starts."""
     body = value.strip()
     start = column + len(value) - len(value.lstrip())
-    colon = _find_top_level(body, ":")
+    colon = find_top_level(body, ":")
     if colon >= 0:
         raise ScheduleError(
             "a ',' between keyframes is probably missing before this key "
@@ -347,7 +301,7 @@ def _value_text(value: str, column: int, *, text: str, name: str) -> tuple[str, 
         )  # fmt: skip
     if not body.startswith("("):
         return body, start
-    close = _matching_paren(body, 0)
+    close = matching_bracket(body, 0)
     if close < 0:
         raise ScheduleError("'(' is never closed", name=name, text=text, column=start)
     rest = body[close + 1 :]
@@ -373,7 +327,7 @@ def _key_start(body: str, colon: int) -> int:
     index = colon
     while index > 0 and body[index - 1].isspace():
         index -= 1
-    if index > 0 and body[index - 1] in _QUOTES:
+    if index > 0 and body[index - 1] in QUOTES:
         opening = body.rfind(body[index - 1], 0, index - 1)
         return max(opening, 0)
     while index > 0 and not body[index - 1].isspace() and body[index - 1] != ",":
