@@ -97,12 +97,6 @@ def available_encoders() -> frozenset[str]:
     return frozenset(m.group(1) for m in re.finditer(r"^\s*[VAS][\w.]{5}\s+(\S+)", out, re.MULTILINE))
 
 
-def _replace_into_place(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-
-
 def _part_name(path: Path) -> Path:
     return path.with_name(path.name + ".part")
 
@@ -228,13 +222,14 @@ def probe(path: PathLike) -> MediaInfo:
     )
 
 
-def check_audio_source(path: PathLike) -> None:
-    """Raise SettingsError (key ``output.audio``) unless ``path`` has an audio stream ffmpeg reads."""
-    _, headers, _ = _scan(path, key="output.audio")
+def check_audio_source(path: PathLike, *, key: str = "output.audio") -> None:
+    """Raise SettingsError naming ``key`` (the option or settings key as the user wrote it) unless ``path``
+    has an audio stream ffmpeg reads."""
+    _, headers, _ = _scan(path, key=key)
     if "audio" not in {value for (name, _), value in headers.items() if name == "media_type"}:
         raise _media_error(
             Path(path),
             "this file has no audio stream, so it cannot be the soundtrack; use an audio file "
-            "(mp3, wav, aac, flac, ...) or a video that has sound, or remove output.audio.",
-            "output.audio",
+            f"(mp3, wav, aac, flac, ...) or a video that has sound, or remove {key}.",
+            key,
         )

@@ -37,7 +37,6 @@ from dreamreel.anim.ffmpeg import (
     _command,
     _failure,
     _part_name,
-    _replace_into_place,
     _run,
     available_encoders,
     ffmpeg_exe,
@@ -45,6 +44,7 @@ from dreamreel.anim.ffmpeg import (
 )
 from dreamreel.anim.join import join_segments
 from dreamreel.errors import RenderError, SettingsError, did_you_mean
+from dreamreel.fileio import replace_durably
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +126,6 @@ class VideoOptions:
             raise SettingsError(f"fps must be positive, got {self.fps}.", key="fps")
         if self.width < 1 or self.height < 1:
             raise SettingsError(f"the video size {self.width}x{self.height} must be positive.", key="width")
-
-    @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> VideoOptions:
-        """Build options from a validated ``Settings`` (width, height, fps and the ``output`` block)."""
-        out = settings.output
-        values = dict(width=settings.width, height=settings.height, fps=settings.fps, codec=out.codec, crf=out.crf)
-        values["preset"] = out.preset
-        return cls(**{**values, **overrides})
 
     @property
     def fps_fraction(self) -> Fraction:
@@ -282,7 +274,7 @@ class SegmentWriter:
         tmp = _part_name(self._path)
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise self._fail(f"Encoding the video segment {self._path.name} (ffmpeg wrote no data)")
-        _replace_into_place(tmp, self._path)
+        replace_durably(tmp, self._path)
         self._cleanup(remove_part=False)
         logger.debug("segment %s: frames %d-%d", info.path.name, info.first_frame, info.end_frame - 1)
         return info

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from dreamreel.fileio import atomic_write_bytes, atomic_write_text
 from dreamreel.generation import Image
 
 if TYPE_CHECKING:
@@ -37,25 +36,13 @@ def frame_hash(image: Image) -> str:
     array = np.ascontiguousarray(image)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(memoryview(array).cast("B"))
+    digest.update(array.data.cast("B"))
     return digest.hexdigest()
 
 
 def key_hash(key: str) -> str:
     """A 16-hex-digit BLAKE2b hash of a preprocessor key (the key's folder name)."""
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _check_map(control: Image, preprocessor: Preprocessor) -> Image:
@@ -129,9 +116,10 @@ class ControlMapCache:
         ok, encoded = cv2.imencode(".png", np.ascontiguousarray(control[:, :, ::-1]))
         if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
             raise OSError(f"OpenCV could not encode a {control.shape} map as PNG")
-        _write_atomic(path, encoded.tobytes())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, encoded.tobytes())
         if key not in self._known_keys:
             key_file = path.parent / "key.txt"
             if not key_file.is_file():
-                _write_atomic(key_file, (key + "\n").encode())
+                atomic_write_text(key_file, key + "\n")
             self._known_keys.add(key)

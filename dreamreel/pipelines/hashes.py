@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dreamreel.fileio import atomic_write_text
 from dreamreel.pipelines.configs import cache_root
 
 logger = logging.getLogger(__name__)
@@ -87,10 +87,7 @@ class HashCache:
         data[key] = entry
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".hashes-", suffix=".json", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))
         except OSError as exc:
             logger.warning("could not write the hash cache %s: %s", self.path, exc)
 
@@ -100,7 +97,7 @@ def default_cache() -> HashCache:
     return HashCache(cache_root() / "hashes.json")
 
 
-def _cached(path: Path, kind: str, compute: Any, cache: HashCache | None) -> str:
+def _cached(path: Path, kind: str, compute: Callable[[Path], str], cache: HashCache | None) -> str:
     path = Path(path)
     store = cache if cache is not None else default_cache()
     found = store.get(path, kind)

@@ -99,15 +99,12 @@ def test_rational_fps_snaps_to_exact_rates() -> None:
     assert VideoOptions(64, 64, fps=59.94).fps_fraction == Fraction(60000, 1001)
 
 
-def test_options_from_settings_validate_crf_per_codec() -> None:
-    from dreamreel.settings import Settings
-
-    settings = Settings(width=640, height=384, fps=24)
-    options = VideoOptions.from_settings(settings, preset="veryfast")
+def test_options_defaults_and_crf_checked_per_codec() -> None:
+    options = VideoOptions(640, 384, fps=24)
     assert (options.width, options.height, options.fps, options.codec, options.crf) == (640, 384, 24, "h264", 17)
     assert (options.preset, options.segment_suffix, options.output_suffixes[0]) == ("veryfast", ".ts", ".mp4")
     with pytest.raises(SettingsError, match="0 to 51"):
-        VideoOptions.from_settings(settings, crf=55)  # Settings allows 63 (vp9); x264 does not
+        VideoOptions(640, 384, crf=55)  # Settings allows 63 (vp9); x264 does not
 
 
 @pytest.mark.parametrize(
