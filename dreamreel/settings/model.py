@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION: Literal[1] = 1
 
 Mode = Literal["2d", "3d", "video", "interpolation", "still"]
 SeedBehavior = Literal["iter", "fixed", "random", "ladder", "alternate", "schedule"]
@@ -230,6 +230,13 @@ class Settings(_Model):
     @property
     def key_names(self) -> dict[str, str]:
         return self._key_names
+
+    def __copy__(self) -> Settings:
+        # ``model_copy()`` and ``copy.copy`` copy private attributes shallowly; give the copy its own
+        # key names (with the same entries), so that updating one copy's names leaves the other's alone.
+        copy = super().__copy__()
+        copy._key_names = dict(self._key_names)
+        return copy
 
     def __eq__(self, other: object) -> bool:
         # Settings are equal when their values are; where they were read from does not matter.

@@ -127,7 +127,8 @@ def test_deforum_controlnet_units(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert [u.preprocessor for u in settings.controlnet] == ["openpose_full", "softedge_hed"]
     first, second = settings.controlnet
     assert first.model == "control_v11p_sd15_openpose [cab727d4]" and first.resize_mode == "just_resize"
-    assert first.control_mode == "controlnet" and second.input == "hed.mp4" and second.resize_mode == "resize_and_fill"
+    assert first.control_mode == "controlnet" and second.resize_mode == "resize_and_fill"
+    assert second.input == str(tmp_path / "hed.mp4")  # relative to the settings file
     assert "cn_1_loopback_mode" in caplog.text and "cn_2_module" not in caplog.text
     table = resolve_schedules(settings)
     assert table.row(3).controlnet[0] == (0.4, 0.0, 1.0)
@@ -249,6 +250,23 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.width = 640  # type: ignore[misc]
+
+
+def test_copies_keep_the_key_names_but_do_not_share_them() -> None:
+    import copy
+
+    original = settings_from_mapping({"W": 640, "strength_schedule": "0:(0.6)"})  # Deforum keys
+    assert original.key_names["width"] == "W"
+    for duplicate in (original.model_copy(), original.model_copy(update={"fps": 24.0}), copy.copy(original)):
+        assert duplicate.key_names == original.key_names  # names carry over without help
+        duplicate.key_names["width"] = "--width"
+        duplicate.key_names["fps"] = "--fps"
+        assert original.key_names["width"] == "W" and "fps" not in original.key_names
+    original.key_names["height"] = "H"
+    deep = original.model_copy(deep=True)
+    assert deep.key_names["height"] == "H"
+    deep.key_names["height"] = "--height"
+    assert original.key_names["height"] == "H"
 
 
 def test_to_deforum_has_every_deforum_key() -> None:
