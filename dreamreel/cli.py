@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
 from dreamreel import __version__
-from dreamreel.errors import DreamreelError, SettingsError
+from dreamreel.errors import DreamreelError, SettingsError, check_local_path, describe_os_error
+
+if TYPE_CHECKING:
+    from dreamreel.generation import FrameGenerator
+    from dreamreel.settings import Settings
 
 logger = logging.getLogger("dreamreel.cli")
 
@@ -53,8 +61,49 @@ def _quiet_model_libraries() -> None:
     transformers_logging.set_verbosity_error()
 
 
+class _UsageError(DreamreelError):
+    """The command line itself is wrong (unknown option, missing argument, a value its type refuses)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors go through :func:`main`'s one error output (``error: ...``, status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):  # "argument --frames: is 0; use 1 or more"
+            raise _UsageError(message.removeprefix("argument "))
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` (to ``high``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"is {text!r}, not a whole number") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"{low} or more" if high is None else f"{low} to {high}"
+            raise argparse.ArgumentTypeError(f"is {value}; use {allowed}")
+        return value
+
+    return parse
+
+
+def _local_path(what: str, *, folder: bool = False) -> Callable[[str], Path]:
+    """An argparse type: an existing local file (or folder); URLs are refused, ``~`` is expanded."""
+
+    def parse(text: str) -> Path:
+        try:
+            return check_local_path(text, key="", what=what, folder=folder)
+        except SettingsError as exc:
+            raise argparse.ArgumentTypeError(exc.detail) from None
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dreamreel",
         description="Keyframed Stable Diffusion animation (Deforum-compatible) and video restyling.",
     )
@@ -68,10 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Resolve schedules, prompts and seeds of a settings file (dreamreel or Deforum format) and "
         "print the frames; nothing is rendered.",
     )
-    plan.add_argument("settings", help="settings file (.json, or a Deforum settings .txt)")
+    plan.add_argument(
+        "settings", metavar="SETTINGS", type=_local_path("settings file"),
+        help="settings file (.json, or a Deforum settings .txt)",
+    )  # fmt: skip
     plan.add_argument("--frames", help="frames to show, e.g. '0-10,30,60-90:5' (default: up to 40 spread out)")
-    plan.add_argument("--csv", metavar="FILE", help="write every schedule of every frame to a CSV file")
-    plan.add_argument("--plot", metavar="FILE.png", help="draw the changing schedules to a PNG")
+    plan.add_argument("--csv", metavar="FILE", type=Path, help="write every schedule of every frame to a CSV file")
+    plan.add_argument("--plot", metavar="FILE.png", type=Path, help="draw the changing schedules to a PNG")
     plan.set_defaults(handler=_cmd_plan)
 
     render = commands.add_parser(
@@ -81,25 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         "frame is warped, diffused and streamed into the video. Ctrl-C stops after the current frame and leaves a "
         "playable video; --resume continues exactly where it stopped.",
     )
-    render.add_argument("settings", nargs="?", help="settings file (.json, or a Deforum settings .txt)")
+    render.add_argument(
+        "settings", nargs="?", metavar="SETTINGS", type=_local_path("settings file"),
+        help="settings file (.json, or a Deforum settings .txt)",
+    )  # fmt: skip
     render.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue an interrupted run")
-    render.add_argument("--out", type=Path, help="run directory (default: runs/<settings name>-<time>)")
-    render.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     render.add_argument("--preview", action="store_true", help="motion preview: every step but the model (no GPU)")
-    render.add_argument("--frames", type=int, dest="max_frames", help="render only this many frames")
+    render.add_argument(
+        "--frames", type=_int_at_least(1), dest="max_frames", metavar="N", help="render only the first N frames"
+    )
+    _add_output_options(render, out_help="run directory (default: runs/<settings name>-<time>)")
     _add_model_options(render)
     render.add_argument("--depth-model", help="depth model for 3D: a local folder or a hub id in the local cache")
-    render.add_argument("--codec", choices=["h264", "h265", "vp9", "gif"], help="video codec (default: settings)")
-    render.add_argument("--crf", type=int, help="quality: lower is better and larger (default: settings, 17)")
-    render.add_argument("--preset", help="x264 preset, e.g. veryfast, medium, slow")
-    render.add_argument("--audio", type=Path, help="audio file (or video with sound) to mux in")
-    render.add_argument("--save-frames", action="store_true", help="also keep every frame as a PNG with A1111 info")
-    render.add_argument(
-        "--segment-frames",
-        type=int,
-        default=60,
-        help="frames per video segment; a checkpoint follows each (default 60)",
-    )
     render.set_defaults(handler=_cmd_render)
 
     still = commands.add_parser(
@@ -109,17 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     still.add_argument("prompt", nargs="?", help="prompt in A1111 syntax (omit with --from)")
     still.add_argument("--negative", help="negative prompt")
-    still.add_argument("--from", dest="from_image", type=Path, help="regenerate from a PNG's A1111 parameters")
+    still.add_argument(
+        "--from", dest="from_image", metavar="IMAGE.png", type=_local_path("PNG"),
+        help="regenerate from a PNG's A1111 parameters",
+    )  # fmt: skip
     still.add_argument("--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras' (default Euler a)")
     still.add_argument("--steps", type=int, help="sampler steps (default 25)")
     still.add_argument("--cfg", type=float, help="CFG scale (default 7)")
     still.add_argument("--seed", type=int, help="seed; -1 = random (default)")
     still.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x768 (default 512x512)")
-    still.add_argument("--init", type=Path, help="init image for img2img")
+    still.add_argument("--init", type=_local_path("image"), help="init image for img2img")
     still.add_argument("--strength", type=float, help="img2img denoising strength 0..1 (default 0.75)")
     still.add_argument("--clip-skip", type=int, help="A1111 clip skip (default 1)")
-    still.add_argument("--batch-count", type=int, default=1, help="how many batches")
-    still.add_argument("--batch-size", type=int, default=1, help="images per batch")
+    still.add_argument("--batch-count", type=_int_at_least(1), default=1, help="how many batches (default 1)")
+    still.add_argument("--batch-size", type=_int_at_least(1), default=1, help="images per batch (default 1)")
     still.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
     _add_model_options(still)
     still.set_defaults(handler=_cmd_still)
@@ -130,15 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every (n-th) frame of the input goes through img2img with ControlNet conditioning computed from "
         "that frame; the output keeps the source's duration and audio. Options override --settings.",
     )
-    m2m.add_argument("input", type=Path, help="input video")
-    m2m.add_argument("--settings", type=Path, help="settings file to start from (its prompts, schedules, units)")
+    m2m.add_argument("input", metavar="INPUT", type=_local_path("video"), help="input video")
+    m2m.add_argument(
+        "--settings", type=_local_path("settings file"),
+        help="settings file to start from (its prompts, schedules, units)",
+    )  # fmt: skip
     m2m.add_argument("--prompt", help="prompt (A1111 syntax); or prompts in --settings")
     m2m.add_argument("--negative", help="negative prompt")
     m2m.add_argument(
         "--controlnet", action="append", default=[], metavar="PRE[:WEIGHT[:MODEL]]",
         help="a ControlNet unit, e.g. openpose:1.0 or hed:0.5:path/to/controlnet (repeatable)",
     )  # fmt: skip
-    m2m.add_argument("--annotators", type=Path, help="folder with detector weights (lllyasviel/Annotators file names)")
     m2m.add_argument("--strength", type=float, help="img2img denoising strength 0..1 (default 0.5)")
     m2m.add_argument("--sampler", help="A1111 sampler name (default Euler a)")
     m2m.add_argument("--steps", type=int, help="sampler steps (default 25)")
@@ -150,31 +200,85 @@ def build_parser() -> argparse.ArgumentParser:
     m2m.add_argument("--start", type=int, help="first input frame")
     m2m.add_argument("--end", type=int, help="last input frame (inclusive)")
     m2m.add_argument("--fps", type=float, help="output fps (default: input fps / --every)")
-    m2m.add_argument("--no-audio", action="store_true", help="do not copy the input's audio")
+    m2m.add_argument("--no-audio", action="store_true", help="do not copy the input's audio (see also --audio)")
     m2m.add_argument("--flow-guidance", type=float, help="blend of the flow-warped previous output in each init, 0..1")
     m2m.add_argument("--cross-frame-attention", action="store_true", help="attend to the first and previous frame")
     m2m.add_argument("--no-color-match", action="store_true", help="do not match colours to the first output")
-    m2m.add_argument("--out", type=Path, help="run directory (default: runs/<input name>-<time>)")
-    m2m.add_argument("--overwrite", action="store_true")
-    m2m.add_argument("--save-frames", action="store_true")
-    m2m.add_argument("--codec", choices=["h264", "h265", "vp9", "gif"])
-    m2m.add_argument("--crf", type=int)
-    m2m.add_argument("--segment-frames", type=int, default=60)
+    _add_output_options(m2m, out_help="run directory (default: runs/<input name>-<time>)")
     _add_model_options(m2m)
     m2m.set_defaults(handler=_cmd_m2m)
 
-    info = commands.add_parser("info", help="print the A1111 generation parameters stored in a PNG")
-    info.add_argument("image", type=Path)
+    info = commands.add_parser(
+        "info",
+        help="print the A1111 generation parameters stored in a PNG",
+        description="Print the generation parameters (prompt, negative prompt, steps, sampler, seed, ...) that "
+        "A1111, dreamreel and other tools store in a PNG's 'parameters' text chunk.",
+    )
+    info.add_argument(
+        "image", metavar="IMAGE", type=_local_path("PNG"), help="a PNG written by A1111, dreamreel or similar"
+    )
     info.set_defaults(handler=_cmd_info)
+    for command in commands.choices.values():
+        command.set_defaults(option_names=_option_names(command))
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser, *, out_help: str) -> None:
+    """The run-directory and video options ``render`` and ``m2m`` share."""
+    parser.add_argument("--out", type=Path, metavar="RUN_DIR", help=out_help)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--save-frames", action="store_true", help="also keep every frame as a PNG with A1111 info")
+    parser.add_argument("--codec", choices=["h264", "h265", "vp9", "gif"], help="video codec (default: settings, h264)")
+    parser.add_argument(
+        "--crf", type=_int_at_least(0, 63),
+        help="quality, lower is better and larger: 0-51 for h264/h265, 0-63 for vp9 (default: settings, 17)",
+    )  # fmt: skip
+    parser.add_argument("--preset", help="x264/x265 preset, e.g. veryfast, medium, slow (default: settings, slow)")
+    parser.add_argument(
+        "--audio", type=_local_path("audio file"), help="audio file (or video with sound) to mux in as the soundtrack"
+    )
+    parser.add_argument(
+        "--segment-frames", type=_int_at_least(1), default=60, metavar="N",
+        help="frames per video segment; a checkpoint follows each (default 60)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--annotators", type=_local_path("annotators folder", folder=True), metavar="DIR",
+        help="folder with ControlNet detector weights (lllyasviel/Annotators file names)",
+    )  # fmt: skip
+
+
+def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Argument dest -> the name a user types (``max_frames`` -> ``--frames``, ``input`` -> ``INPUT``)."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        if action.option_strings:
+            names[action.dest] = max(action.option_strings, key=len)
+        elif isinstance(action.metavar, str):
+            names[action.dest] = action.metavar
+    return names
+
+
+def _render_options(args: argparse.Namespace) -> Any:
+    """The :class:`~dreamreel.runner.RenderOptions` of ``render`` or ``m2m``: every field that is an option."""
+    from dataclasses import fields
+
+    from dreamreel.runner import RenderOptions
+
+    return RenderOptions(**{f.name: getattr(args, f.name) for f in fields(RenderOptions) if hasattr(args, f.name)})
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint (.safetensors), diffusers folder, cached hub id or A1111 name")
-    parser.add_argument("--models-dir", type=Path, help="an AUTOMATIC1111 install: names resolve in its models/")
+    parser.add_argument(
+        "--models-dir", type=_local_path("A1111 folder", folder=True), metavar="DIR",
+        help="an AUTOMATIC1111 install: names resolve in its models/",
+    )  # fmt: skip
     parser.add_argument("--vae", help="VAE to use instead of the model's (name, file, folder, or 'taesd')")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:1, mps, cpu")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+        help="weights' precision (auto: fp16 on CUDA, fp32 elsewhere)",
+    )  # fmt: skip
     parser.add_argument(
         "--offload", default="none", choices=["none", "model", "sequential"],
         help="model: like A1111 --medvram; sequential: like --lowvram",
@@ -186,17 +290,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_render(args: argparse.Namespace, console: Console) -> int:
     from dreamreel.progress import RichProgress
-    from dreamreel.runner import RenderOptions, render_settings, resume
+    from dreamreel.runner import render_settings, resume
 
     if (args.settings is None) == (args.resume is None):
         raise SettingsError("give either a settings file or --resume RUN_DIR", key="render")
-    options = RenderOptions(
-        out=args.out, overwrite=args.overwrite, preview=args.preview, model=args.model, models_dir=args.models_dir,
-        vae=args.vae, device=args.device, dtype=args.dtype, offload=args.offload,
-        attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling, compile=args.compile,
-        depth_model=args.depth_model, codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
-        save_frames=args.save_frames, max_frames=args.max_frames, segment_frames=args.segment_frames,
-    )  # fmt: skip
+    options = _render_options(args)
     stop = _StopFlag()
     if not args.preview:
         _quiet_model_libraries()
@@ -226,19 +324,19 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
     }  # fmt: skip
     model = args.model
     if args.from_image is not None:
-        info = read_info(args.from_image)
+        info = read_info(args.from_image, key="--from")
         request = StillRequest.from_info(info, **overrides)
         model = model or info.params.get("Model")
     elif args.prompt is None:
         raise SettingsError("give a prompt, or --from IMAGE.png", key="still")
     else:
-        request = StillRequest(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        request = StillRequest(**{k: v for k, v in overrides.items() if v is not None})
     if not model:
         raise SettingsError(
             "is required: a checkpoint file, diffusers folder, cached hub id or A1111 name", key="--model"
         )
 
-    def factory(settings: object) -> object:
+    def factory(settings: Settings) -> FrameGenerator:
         from dreamreel.pipelines.generator import DiffusersGenerator, GeneratorOptions
 
         return DiffusersGenerator.from_source(
@@ -249,12 +347,16 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
             ),
         )  # fmt: skip
 
+    from dreamreel.fileio import unwritable_folder
     from dreamreel.runner import model_info
 
+    problem = unwritable_folder(args.out)  # before the model loads; creates nothing
+    if problem:
+        raise SettingsError(f"cannot write {args.out}: {problem}", key="--out")
     _quiet_model_libraries()
     paths = render_stills(
         request, args.out, factory, model=model, model_info=model_info, progress=RichProgress(console, "generating")
-    )  # type: ignore[arg-type]
+    )
     for path in paths:
         console.print(f"wrote {path}", markup=False, highlight=False)
     return 0
@@ -263,15 +365,12 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
 def _cmd_m2m(args: argparse.Namespace, console: Console) -> int:
     from dreamreel.m2m import m2m_settings
     from dreamreel.progress import RichProgress
-    from dreamreel.runner import RenderOptions, render_run
+    from dreamreel.runner import render_run
 
+    if args.audio is not None and args.no_audio:
+        raise SettingsError("and --audio contradict each other; give one of them", key="--no-audio")
     settings = m2m_settings(args)
-    options = RenderOptions(
-        out=args.out, overwrite=args.overwrite, model=args.model, models_dir=args.models_dir, vae=args.vae,
-        device=args.device, dtype=args.dtype, offload=args.offload, attention_slicing=args.attention_slicing,
-        vae_tiling=args.vae_tiling, compile=args.compile, codec=args.codec, crf=args.crf, save_frames=args.save_frames,
-        segment_frames=args.segment_frames, annotators=args.annotators,
-    )  # fmt: skip
+    options = _render_options(args)
     if not options.model and not settings.model:
         raise SettingsError(
             "is required: a checkpoint file, diffusers folder, cached hub id or A1111 name", key="--model"
@@ -290,12 +389,18 @@ def _cmd_m2m(args: argparse.Namespace, console: Console) -> int:
 def _cmd_info(args: argparse.Namespace, console: Console) -> int:
     from dreamreel.pnginfo import read_info
 
-    console.print(read_info(args.image).to_text(), markup=False, highlight=False)
+    console.print(read_info(args.image, key="IMAGE").to_text(), markup=False, highlight=False)
     return 0
 
 
 class _StopFlag:
-    """First Ctrl-C: finish the current frame, then stop cleanly. Second Ctrl-C: stop at once."""
+    """First Ctrl-C or SIGTERM: finish the current frame, then stop cleanly. A second one: stop at once.
+
+    SIGTERM (``kill PID``, what service managers, containers and cluster schedulers send) is handled
+    exactly like Ctrl-C, so a stopped job always leaves a playable video and a run to ``--resume``.
+    """
+
+    SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
 
     def __init__(self) -> None:
         self.requested = False
@@ -309,13 +414,15 @@ class _StopFlag:
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
-            logger.warning("stopping after the current frame (Ctrl-C again to stop at once)")
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            logger.warning("%s: stopping after the current frame (again to stop at once)", name)
 
-        previous = signal.signal(signal.SIGINT, handle)
+        previous = {sig: signal.signal(sig, handle) for sig in self.SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
@@ -327,7 +434,7 @@ def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
         from dreamreel.runner import open_input_video
 
         settings = open_input_video(settings)[1]
-    table = resolve_schedules(settings, source=args.settings)
+    table = resolve_schedules(settings, source=str(args.settings))
     frames = select_frames(args.frames, settings.max_frames, table)
     for line in summary_lines(settings, table):
         console.print(line, markup=False, highlight=False)
@@ -337,12 +444,14 @@ def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
             f"showing {len(frames)} of {settings.max_frames} frames; --frames selects others, --csv writes all",
             style="dim",
         )
-    if args.csv:
-        table.to_csv(args.csv)
-        console.print(f"wrote {args.csv}", highlight=False)
-    if args.plot:
-        plot_schedules(table, args.plot)
-        console.print(f"wrote {args.plot}", highlight=False)
+    writers = (("--csv", args.csv, table.to_csv), ("--plot", args.plot, lambda path: plot_schedules(table, path)))
+    for option, path, write in writers:
+        if path:
+            try:
+                write(path)
+            except OSError as exc:
+                raise SettingsError(describe_os_error(exc), key=option) from None
+            console.print(f"wrote {path}", highlight=False)
     return 0
 
 
@@ -354,20 +463,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = Console(stderr=True)
     if not errors.is_terminal:
         errors = Console(stderr=True, width=200)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        _print_error(errors, str(exc))
+        return EXIT_USER_ERROR
     # long jobs say what they are doing (settings read, seed, plan, model); quick commands stay quiet
     chatty = args.command in ("render", "still", "m2m")
     _configure_logging(args.verbose + (1 if chatty else 0), errors)
     _quiet_libraries()
+    # The one error translation: everything a user can cause ends here as one paragraph and status 2.
     try:
         return int(args.handler(args, console))
     except DreamreelError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return EXIT_USER_ERROR
+        _print_error(errors, str(_blame_option(exc, args)))
+    except ValidationError as exc:  # a model validated outside the settings loaders
+        from dreamreel.settings.io import validation_error
+
+        _print_error(errors, str(validation_error(exc)))
+    except OSError as exc:  # a file the user named (or the disk) failed outside the checks
+        logger.debug("%s", exc, exc_info=True)
+        _print_error(errors, _os_error_text(exc, args))
     except KeyboardInterrupt:
         errors.print("interrupted", markup=False)
         return 130
+    return EXIT_USER_ERROR
+
+
+def _print_error(errors: Console, message: str) -> None:
+    errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+# Settings keys that a command-line option overrides: an error about one names the option when it was given.
+_OVERRIDDEN_BY = {"output.crf": "crf", "output.codec": "codec", "output.preset": "preset", "output.audio": "audio"}
+
+
+def _blame_option(exc: DreamreelError, args: argparse.Namespace) -> DreamreelError:
+    dest = _OVERRIDDEN_BY.get(getattr(exc, "key", None) or "")
+    if type(exc) is not SettingsError or dest is None or getattr(args, dest, None) is None:
+        return exc
+    return SettingsError(exc.detail, key=args.option_names.get(dest, f"--{dest}"))
+
+
+def _os_error_text(exc: OSError, args: argparse.Namespace) -> str:
+    """``"--out: cannot write /x/y: Permission denied"``: the option whose path failed, when there is one."""
+    option, dest = None, None
+    if exc.filename is not None:
+        target = os.path.abspath(os.fsdecode(exc.filename))
+        given_paths = {d: v for d, v in vars(args).items() if isinstance(v, Path) and d in args.option_names}
+        for name, value in sorted(given_paths.items(), key=lambda item: -len(str(item[1]))):
+            given = os.path.abspath(value.expanduser())
+            if target == given or target.startswith(given.rstrip(os.sep) + os.sep):
+                option, dest = args.option_names[name], name
+                break
+    action = {"out": "write", "csv": "write", "plot": "write", None: None}.get(dest, "read")
+    text = describe_os_error(exc, action=action)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and args.command in ("render", "m2m"):
+        run_dir = getattr(args, "resume", None) or args.out or "RUN_DIR"
+        text += (
+            f"; the frames finished before it are safe: free some space and continue with "
+            f"'dreamreel render --resume {run_dir}'"
+        )
+    return f"{option}: {text}" if option else text
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ status 2, without a traceback.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class DreamreelError(Exception):
@@ -31,6 +33,15 @@ class SettingsError(DreamreelError, ValueError):
         self.detail = message
         where = ": ".join(part for part in (source, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+    def locate(self, source: str | None) -> SettingsError:
+        """Name the settings file the value came from, unless the error names one already or is about a
+        command-line option (``--model``, ``INPUT``). Returns the error itself, for ``raise exc.locate(path)``."""
+        key = self.key or ""
+        if source and not self.source and not key.startswith("-") and not key.isupper():
+            self.source = source
+            self.args = (f"{source}: {self.args[0]}",)
+        return self
 
 
 class ScheduleError(SettingsError):
@@ -96,6 +107,40 @@ def refuse_url(text: str, *, key: str, what: str = "file") -> None:
         raise SettingsError(
             f"is a URL ({text.strip()}); dreamreel does not download. Save the {what} and give its path", key=key
         )
+
+
+def check_local_path(text: str, *, key: str, what: str = "file", folder: bool = False) -> Path:
+    """A path the user gave (a command-line option or a settings value), checked before it is used.
+
+    URLs are refused (:func:`refuse_url`), ``~`` is expanded, and the path must exist and be a file
+    (or, with ``folder``, a folder). Every error is a :class:`SettingsError` naming ``key``.
+    """
+    refuse_url(text, key=key, what=what)
+    path = Path(text).expanduser()
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise SettingsError(f"{text} is a file; give a folder", key=key)
+        if not path.is_dir():
+            raise SettingsError(f"the folder {text} does not exist", key=key)
+    elif path.is_dir():
+        raise SettingsError(f"{text} is a directory; give the {what} file itself", key=key)
+    elif not path.exists():
+        raise SettingsError(f"{text} does not exist", key=key)
+    return path
+
+
+def describe_os_error(exc: OSError, *, action: str | None = "write") -> str:
+    """One line for a failed file operation: ``"cannot write /x/y.csv: Permission denied"``.
+
+    ``action`` None leaves the verb out (``"/x/y: Permission denied"``) when it is not known. A full
+    disk or quota (``ENOSPC``, ``EDQUOT``) reads ``"disk full while writing ..."`` so that it is not
+    mistaken for a wrong path.
+    """
+    name = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full while writing {name}: {reason}"
+    return f"cannot {action} {name}: {reason}" if action else f"{name}: {reason}"
 
 
 def did_you_mean(word: str, choices: Iterable[str], *, n: int = 3) -> str:

@@ -13,6 +13,7 @@ holds ``Key: value`` pairs separated by ``", "``, values containing commas or qu
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -67,9 +68,12 @@ class GenerationInfo:
         if value is None:
             return default
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            raise SettingsError(f"{key!r} is {value!r}, not a number", key="parameters") from None
+            number = math.nan
+        if not math.isfinite(number):
+            raise SettingsError(f"{key!r} is {value!r}, not a number", key="parameters")
+        return number
 
     def size(self) -> tuple[int, int] | None:
         """(width, height) from ``Size: WxH``."""
@@ -111,8 +115,12 @@ def png_text(params: Mapping[str, str]) -> object:
     return info
 
 
-def read_info(path: str | os.PathLike[str]) -> GenerationInfo:
+def read_info(path: str | os.PathLike[str], *, key: str | None = None) -> GenerationInfo:
     """Read the A1111 parameters of a PNG file.
+
+    Args:
+        path: the PNG.
+        key: the option or setting that named the file (``--from``), for error messages.
 
     Raises:
         SettingsError: the file is missing, not an image, or has no ``parameters`` chunk.
@@ -124,12 +132,14 @@ def read_info(path: str | os.PathLike[str]) -> GenerationInfo:
         with Image.open(file) as image:
             text = image.info.get(PARAMETERS_KEY)
     except FileNotFoundError:
-        raise SettingsError("file not found", source=str(file)) from None
+        raise SettingsError("file not found", key=key, source=str(file)) from None
+    except IsADirectoryError:
+        raise SettingsError("is a directory; give a PNG file", key=key, source=str(file)) from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise SettingsError(f"not an image: {exc}", source=str(file)) from exc
+        raise SettingsError(f"not an image: {exc}", key=key, source=str(file)) from exc
     if not text:
         raise SettingsError(
             "has no A1111 'parameters' text chunk (it was not saved by A1111, dreamreel or a tool that keeps PNG info)",
-            source=str(file),
-        )
+            key=key, source=str(file),
+        )  # fmt: skip
     return GenerationInfo.from_text(str(text))

@@ -272,6 +272,10 @@ def _translate_color(raw: Mapping[str, Any], out: Translation, source: str | Non
     if "color_force_grayscale" in raw:
         color["grayscale"] = raw["color_force_grayscale"]
     out.put("color_coherence", color, "color_coherence")
+    for native, key in (("image", "color_coherence_image_path"), ("video_every_n_frames", keys[2]),
+                        ("grayscale", "color_force_grayscale")):  # fmt: skip
+        if native in color:
+            out.origin[f"color_coherence.{native}"] = key
 
 
 def _translate_misc(raw: Mapping[str, Any], out: Translation, source: str | None) -> None:
@@ -304,7 +308,8 @@ def _translate_misc(raw: Mapping[str, Any], out: Translation, source: str | None
     if soundtrack == "File" and raw.get("soundtrack_path"):
         out.put("output.audio", raw["soundtrack_path"], "soundtrack_path")
     elif soundtrack == "Init Video" and raw.get("video_init_path"):
-        out.put("output.audio", raw["video_init_path"], "add_soundtrack")
+        # the soundtrack is the input video: a problem with it is in what video_init_path names
+        out.put("output.audio", raw["video_init_path"], "video_init_path (add_soundtrack 'Init Video')")
     out.handled.update(METADATA_KEYS)
     if raw.get("sd_model_name") and "model" not in out.native:
         logger.debug("settings were saved with model %s", raw["sd_model_name"])
@@ -323,6 +328,12 @@ CN_CONTROL = {
     "ControlNet is more important": "controlnet",
 }
 CN_FIELDS = ("weight", "guidance_start", "guidance_end")
+# unit field -> the cn_N_ key it is read from (for error messages)
+CN_WRITTEN = {
+    **{name: name for name in CN_FIELDS}, "preprocessor": "module", "model": "model", "input": "vid_path",
+    "detect_resolution": "processor_res", "threshold_a": "threshold_a", "threshold_b": "threshold_b",
+    "resize_mode": "resize_mode", "control_mode": "control_mode",
+}  # fmt: skip
 # cn_N_* keys that change nothing here (frames are always re-read; memory is managed per run)
 CN_IGNORED = ("overwrite_frames", "low_vram")
 CN_UNSUPPORTED = ("mask_vid_path", "pixel_perfect", "loopback_mode")
@@ -348,7 +359,13 @@ def _translate_controlnet(raw: Mapping[str, Any], out: Translation, source: str 
         if raw.get(f"{prefix}vid_path"):
             unit["input"] = raw[f"{prefix}vid_path"]
         if f"{prefix}processor_res" in raw:
-            unit["detect_resolution"] = max(64, int(raw[f"{prefix}processor_res"]))
+            resolution = raw[f"{prefix}processor_res"]
+            if isinstance(resolution, bool) or not isinstance(resolution, int | float):
+                raise SettingsError(
+                    f"is {resolution!r}; write the detector resolution in pixels, e.g. 512",
+                    key=f"{prefix}processor_res", source=source,
+                )  # fmt: skip
+            unit["detect_resolution"] = max(64, int(resolution))
         for letter in ("a", "b"):
             if f"{prefix}threshold_{letter}" in raw:
                 unit[f"threshold_{letter}"] = raw[f"{prefix}threshold_{letter}"]
@@ -368,8 +385,9 @@ def _translate_controlnet(raw: Mapping[str, Any], out: Translation, source: str 
             elif raw[key] in (False, "", None):
                 out.handled.add(key)  # unsupported, but off
         units.append(unit)
-        for field_name in CN_FIELDS:
-            out.origin[f"controlnet.{len(units) - 1}.{field_name}"] = f"{prefix}{field_name}"
+        for field_name, suffix in CN_WRITTEN.items():
+            out.origin[f"controlnet.{len(units) - 1}.{field_name}"] = f"{prefix}{suffix}"
+        out.origin[f"controlnet.{len(units) - 1}.preprocessor"] = f"{prefix}module"
     if units:
         out.native["controlnet"] = units
         out.origin["controlnet"] = "cn_1_enabled"

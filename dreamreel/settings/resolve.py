@@ -164,10 +164,7 @@ def resolve_schedules(settings: Settings, *, source: str | None = None) -> Sched
     try:
         return _resolve(with_resolved_seed(settings))
     except SettingsError as exc:
-        if source and not exc.source:
-            exc.source = source
-            exc.args = (f"{source}: {exc.args[0]}",)
-        raise
+        raise exc.locate(source) from exc.__cause__
 
 
 def _resolve(settings: Settings) -> ScheduleTable:
