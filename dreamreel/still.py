@@ -20,8 +20,10 @@ from dreamreel.anim.steps import InitPreparer
 from dreamreel.errors import SettingsError
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import FrameParams
+from dreamreel.m2m import MIN_SIDE
 from dreamreel.pnginfo import GenerationInfo
 from dreamreel.settings import Settings, resolve_schedules, with_resolved_seed
+from dreamreel.settings.io import validate_settings
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +66,25 @@ class StillRequest:
         return cls(**values)  # type: ignore[arg-type]
 
     def settings(self, model: str | None) -> Settings:
-        """The one-frame-per-image run these stills are."""
-        if self.batch_count < 1 or self.batch_size < 1:
-            raise SettingsError("batch count and batch size must be at least 1", key="--batch-count")
+        """The one-frame-per-image run these stills are.
+
+        Raises:
+            SettingsError: a value is out of range; the message names the ``dreamreel still`` option.
+        """
+        for value, option in ((self.batch_count, "--batch-count"), (self.batch_size, "--batch-size")):
+            if value < 1:
+                raise SettingsError(f"is {value}; use 1 or more", key=option)
         if not 0.0 <= self.denoising_strength <= 1.0:
             raise SettingsError(f"is {self.denoising_strength}; use 0..1", key="--strength")
+        if min(self.width, self.height) < MIN_SIDE:
+            raise SettingsError(
+                f"is {self.width}x{self.height}; each side must be at least {MIN_SIDE} pixels", key="--size"
+            )
         keep = 1.0 - self.denoising_strength
         width, height = self.width - self.width % 8, self.height - self.height % 8
         if (width, height) != (self.width, self.height):
             logger.warning("size %dx%d rounded down to %dx%d (a multiple of 8)", self.width, self.height, width, height)
-        return Settings(
+        values = dict(
             mode="still",
             width=width,
             height=height,
@@ -95,30 +106,42 @@ class StillRequest:
             },
             color_coherence=None,
         )
+        return validate_settings(values, key_names=STILL_OPTIONS)
+
+
+# Settings paths -> the ``dreamreel still`` option that sets them (for error messages).
+STILL_OPTIONS = {
+    "width": "--size", "height": "--size", "max_frames": "--batch-count", "seed": "--seed", "sampler": "--sampler",
+    "steps": "--steps", "init_image": "--init", "init_strength": "--strength", "prompts": "PROMPT",
+    "negative_prompt": "--negative", "schedules.cfg_scale": "--cfg", "schedules.strength": "--strength",
+    "schedules.clip_skip": "--clip-skip", "schedules.sampler": "--sampler", "schedules.steps": "--steps",
+    "model": "--model",
+}  # fmt: skip
 
 
 class _Batches:
     """Serves a still run's frames from A1111-style batches: one sampler call per ``size`` images.
 
     The frames of a still run differ only by their seed (seed, seed+1, ...), so the first frame of
-    each batch asks the generator for ``size`` images at once and the next ``size - 1`` requests
-    are answered from them.
+    each batch asks the generator for ``size`` images at once (seeds ``seed + i``) and the next
+    ``size - 1`` requests are answered from them. A request whose seed is not the next queued one
+    starts a new batch, so a queued image is never served for the wrong seed. Generators without
+    ``generate_batch`` get one call per image.
     """
 
     def __init__(self, generator: FrameGenerator, size: int) -> None:
         self.generator = generator
         self.size = size
-        self._queue: list[Image] = []
-        self._served = 0
+        self._queue: list[tuple[int, Image]] = []  # (seed, image) not served yet
 
     def generate(self, request: GenerationRequest) -> Image:
         batch = getattr(self.generator, "generate_batch", None)
         if self.size <= 1 or batch is None:
             return self.generator.generate(request)
-        if self._served % self.size == 0:
-            self._queue = list(batch(request, self.size))
-        self._served += 1
-        return self._queue.pop(0)
+        if not self._queue or self._queue[0][0] != request.seed:
+            images = list(batch(request, self.size))
+            self._queue = [(request.seed + i, image) for i, image in enumerate(images)]
+        return self._queue.pop(0)[1]
 
 
 class _PngSink:
@@ -164,7 +187,8 @@ def render_stills(
         extra["Clip skip"] = str(request.clip_skip)
     sink = _PngSink(out, extra, start)
     config = LoopConfig(width=settings.width, height=settings.height, loopback=False, init_image=init)
+    batches = _Batches(generator, request.batch_size)  # one sampler call per batch of ``batch_size``
     render(
-        config, table, generator, sink, motion=StillMotion(), prepare=InitPreparer(color_space=None), progress=progress
+        config, table, batches, sink, motion=StillMotion(), prepare=InitPreparer(color_space=None), progress=progress
     )
     return sink.written
