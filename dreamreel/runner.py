@@ -6,7 +6,10 @@ fail on user input runs before any model is loaded.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +26,7 @@ from dreamreel.anim.rundir import RunDirectory, RunSink
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
 from dreamreel.anim.video import VideoOptions, preflight
-from dreamreel.errors import ModelLoadError, SettingsError, refuse_url
+from dreamreel.errors import ModelLoadError, RenderError, SettingsError, refuse_url
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import ScheduleTable
 from dreamreel.plan import summary_lines
@@ -124,6 +127,20 @@ class Prepared:
     audio: Path | None = None
     audio_start: float = 0.0
     color_image: Image | None = None  # colour coherence against an image
+    frames: int = 0  # the frames this run renders (``--frames``), at most the table's
+    model_path: Path | None = None  # the resolved base model (None in a preview)
+    depth_path: str | None = None  # the resolved depth model (3D; None: flat depth)
+
+
+@dataclass
+class Loaded:
+    """The models of a run, loaded before its run directory is created or touched."""
+
+    generator: FrameGenerator
+    motion: Motion
+    controls: Any
+    timer: StageTimer
+    started: float
 
 
 def render_settings(
@@ -135,14 +152,17 @@ def render_settings(
 ) -> RenderReport:
     """Render a settings file into a new run directory."""
     settings = load_settings(settings_path)
-    return render_run(
-        settings,
-        options,
-        name=settings_path.stem,
-        source=str(settings_path),
-        progress=progress,
-        should_stop=should_stop,
-    )
+    try:
+        return render_run(
+            settings,
+            options,
+            name=settings_path.stem,
+            source=str(settings_path),
+            progress=progress,
+            should_stop=should_stop,
+        )
+    except SettingsError as exc:  # a missing soundtrack, init image, ...: say in which file it was set
+        raise exc.locate(str(settings_path)) from exc.__cause__
 
 
 def render_run(
@@ -159,19 +179,32 @@ def render_run(
     video_source = None
     if settings.mode == "video":
         video_source, settings = open_input_video(settings)
-    if options.max_frames is not None:
-        settings = settings.model_copy(update={"max_frames": min(options.max_frames, settings.max_frames)})
-    table = resolve_schedules(settings, source=source)
+    table = resolve_schedules(settings, source=source)  # the full animation, also with --frames
+    frames = _frame_count(options.max_frames, table.max_frames)
     if not options.preview:
         check_samplers(table)
     out = options.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    prepared = _prepare(settings, table, options, out, video_source)
-    run = RunDirectory.create(
-        out, settings, table, _manifest_options(options, prepared.video), overwrite=options.overwrite
-    )
-    for line in summary_lines(settings, table):
+    RunDirectory.check_free(out, overwrite=options.overwrite)  # before anything slow
+    existed = out.exists()
+    try:
+        # every check and every model load happens before the run directory is written, so a
+        # failed start leaves nothing that blocks the next attempt
+        prepared = _prepare(settings, table, options, out, video_source, frames)
+        loaded = _load(settings, options, prepared)
+        manifest_options = _manifest_options(options, prepared, source)
+        run = RunDirectory.create(
+            out, settings, table, manifest_options, overwrite=options.overwrite, max_frames=frames
+        )
+    except BaseException:
+        if not existed and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)  # only what this attempt made (preflight's folder)
+        raise
+    for line in summary_lines(settings, table, model=None if options.preview else options.model or settings.model):
         logger.info("%s", line)
-    return _run(run, prepared, options, LoopState(color_reference=prepared.color_image), progress, should_stop)
+    if frames < table.max_frames:
+        logger.info("rendering the first %d of the animation's %d frames (--frames)", frames, table.max_frames)
+    state = LoopState(color_reference=prepared.color_image)
+    return _run(run, prepared, loaded, options, state, progress, should_stop)
 
 
 def resume(
@@ -182,18 +215,67 @@ def resume(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RenderReport:
     """Continue an interrupted render exactly where its last checkpoint left it."""
+    if options.out is not None and Path(options.out).absolute() != Path(run_dir).absolute():
+        raise SettingsError(
+            f"--resume continues the run in {run_dir} and writes there; it cannot move to {options.out}. Leave out "
+            "--out (or copy the run directory first and resume the copy)",
+            key="--out",
+        )
     run = RunDirectory.open(run_dir)
     if run.manifest.status == "done":
         raise SettingsError(f"the render in {run_dir} is already finished", key="--resume")
     settings, table = run.settings(), run.table()
     saved = dict(run.manifest.options)
-    merged = RenderOptions(**{**asdict(options), **_resume_options(saved, options), "out": Path(run_dir)})
+    frames = run.manifest.max_frames or table.max_frames
+    if options.max_frames is not None and options.max_frames != frames:
+        raise SettingsError(
+            f"this run renders frames 0-{frames - 1} of {table.max_frames} (fixed when it started); --frames "
+            f"{options.max_frames} cannot change that on --resume. Resume without --frames, or start a new render "
+            f"with --frames {options.max_frames}",
+            key="--frames",
+        )
+    notices = [notice for notice in [_settings_changed(saved, Path(run_dir))] if notice]
+    picked = _resume_options(saved, options)
+    merged = RenderOptions(**{**asdict(options), **picked, "out": Path(run_dir), "max_frames": None})
     video_source = open_input_video(settings)[0] if settings.mode == "video" else None
-    prepared = _prepare(settings, table, merged, Path(run_dir), video_source)
+    prepared = _prepare(settings, table, merged, Path(run_dir), video_source, frames)
+    prepared.notices[:0] = notices
+    loaded = _load(settings, merged, prepared)
+    run.manifest.options.update(_resolved_models(prepared))  # the model may have moved (same hash)
     run.discard_uncommitted()
+    run.begin()
     state, pending = run.saved_state()
-    logger.info("resuming %s at frame %d of %d", run_dir, state.next_frame, table.max_frames)
-    return _run(run, prepared, merged, state, progress, should_stop, pending)
+    logger.info("resuming %s at frame %d of %d", run_dir, state.next_frame, frames)
+    return _run(run, prepared, loaded, merged, state, progress, should_stop, pending)
+
+
+def _frame_count(requested: int | None, total: int) -> int:
+    """``--frames N``: the first N frames of the animation (all of them when N is not given or larger)."""
+    if requested is None:
+        return total
+    if requested < 1:
+        raise SettingsError(f"must be at least 1, got {requested}", key="--frames")
+    return min(requested, total)
+
+
+def _settings_changed(saved: dict[str, Any], run_dir: Path) -> str | None:
+    """A notice when the settings file a run was made from has been edited since (the run keeps its own copy)."""
+    source, digest = saved.get("settings_source"), saved.get("settings_sha256")
+    if not source or not digest or not Path(source).is_file():
+        return None
+    if _file_sha256(Path(source)) == digest:
+        return None
+    notice = (
+        f"the settings file {source} has changed since this run started; the run continues with the settings "
+        f"saved in {run_dir / 'settings.json'} (the edits are not used). To render the edited file, start a new "
+        "render without --resume"
+    )
+    logger.warning("%s", notice)
+    return notice
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def open_input_video(settings: Settings) -> tuple[Any, Settings]:
@@ -214,29 +296,51 @@ def open_input_video(settings: Settings) -> tuple[Any, Settings]:
     source = open_video(Path(config.path).expanduser(), selection)
     fps = config.fps or source.output_fps
     updated = settings.model_copy(update={"max_frames": source.frame_count, "fps": fps})
-    updated.key_names.update(settings.key_names)
     return source, updated
 
 
-def _prepare(settings: Settings, table: ScheduleTable, options: RenderOptions, out: Path, source: Any) -> Prepared:
+def _prepare(
+    settings: Settings,
+    table: ScheduleTable,
+    options: RenderOptions,
+    out: Path,
+    source: Any,
+    frames: int | None = None,
+) -> Prepared:
+    """Every check that needs no model, and finding every model file (nothing is loaded yet)."""
+    frames = table.max_frames if frames is None else frames
     audio, audio_start = _audio(settings, options, source)
-    if not options.preview:
-        _check_models(settings, options)
-    video, notices = _preflight(settings, options, out, audio)
+    model_path = None if options.preview else _check_models(settings, options, table)
+    depth_path = _find_depth_model(settings, options)
+    video, notices = _preflight(settings, options, out, audio, frames)
     init = load_init_image(settings, video.width, video.height)
     color = settings.color_coherence
     color_image = None
+    color_key = settings.key_names.get("color_coherence.image", "color_coherence.image")
     if color is not None and color.reference == "image":
         if not color.image:
-            raise SettingsError("reference 'image' needs the image's path", key="color_coherence.image")
-        color_image = load_image(color.image, video.width, video.height, key="color_coherence.image")
+            raise SettingsError("reference 'image' needs the image's path", key=color_key)
+        color_image = load_image(color.image, video.width, video.height, key=color_key)
     if color is not None and color.reference == "video" and source is None:
         raise SettingsError(
             "reference 'video' (Deforum 'Video Input') needs Video Input mode; use 'first_frame' or 'image'",
             key=settings.key_names.get("color_coherence", "color_coherence"),
         )
     _warn_unused(settings)
-    return Prepared(settings, table, video, notices, init, source, audio, audio_start, color_image)
+    return Prepared(
+        settings, table, video, notices, init, source, audio, audio_start, color_image, frames, model_path, depth_path
+    )
+
+
+def _load(settings: Settings, options: RenderOptions, prepared: Prepared) -> Loaded:
+    """Load the models (after every check passed, before the run directory is written)."""
+    started = time.perf_counter()
+    timer = StageTimer()
+    with timer.stage("load"):
+        controls = _controls(settings, options, prepared.video)
+        generator = _generator(settings, options, prepared.model_path)
+        motion = _motion(settings, prepared.depth_path, prepared.video)
+    return Loaded(generator, motion, controls, timer, started)
 
 
 def _warn_unused(settings: Settings) -> None:
@@ -256,10 +360,18 @@ def _warn_unused(settings: Settings) -> None:
 
 
 def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Path | None, float]:
-    if options.audio is not None:
-        return options.audio, 0.0
-    if settings.output.audio:
-        return Path(settings.output.audio).expanduser(), 0.0
+    """The soundtrack and where in it the video starts; a given soundtrack is checked here, naming the option or
+    the key the user wrote (``--audio``, Deforum's ``soundtrack_path``, ...)."""
+    from dreamreel.anim.ffmpeg import check_audio_source
+
+    given, key = options.audio, "--audio"
+    if given is None and settings.output.audio:
+        given, key = Path(settings.output.audio), settings.key_names.get("output.audio", "output.audio")
+    if given is not None:
+        refuse_url(str(given), key=key, what="soundtrack")
+        path = Path(given).expanduser()
+        check_audio_source(path, key=key)
+        return path, 0.0
     if source is not None and settings.video_input is not None and settings.video_input.keep_audio:
         from dreamreel.anim.video_input import audio_range
 
@@ -269,19 +381,179 @@ def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Pat
 
 
 def _resume_options(saved: dict[str, Any], given: RenderOptions) -> dict[str, Any]:
-    """Options that decide the frames (model, preview, sizes, codec) come from the run, not the command line."""
+    """Options that decide the frames (model, preview, sizes, codec) come from the run, not the command line.
+
+    An option given with ``--resume`` either names the same thing the run used (a model file moved
+    elsewhere: same hash) and applies, or is refused with the reason.
+    """
     keys = ("preview", "model", "vae", "codec", "crf", "preset", "depth_model", "audio", "save_frames", "models_dir",
             "segment_frames", "annotators")  # fmt: skip
     picked = {k: saved[k] for k in keys if k in saved}
     for key in ("models_dir", "audio", "annotators"):
         if picked.get(key) is not None:
             picked[key] = Path(picked[key])
+    if given.preview and not saved.get("preview"):
+        raise SettingsError(
+            "this run renders with a model; a motion preview would give other frames. Resume without --preview, "
+            "or start a new render with --preview",
+            key="--preview",
+        )
+    if given.vae is not None and given.vae != saved.get("vae"):
+        raise SettingsError(
+            f"the run was rendered with vae {saved.get('vae')!r}; another VAE would change the frames. Resume "
+            "without --vae, or start a new render",
+            key="--vae",
+        )
+    models_dir = given.models_dir or picked.get("models_dir")
+    picked["model"] = _resume_model(saved, given, models_dir)
+    picked["depth_model"] = _resume_depth_model(saved, given)
+    for key in ("codec", "crf", "preset", "audio"):
+        value = getattr(given, key)
+        if value is not None and str(value) != str(saved.get(key)):
+            logger.warning(
+                "%s is ignored on --resume: the run keeps the %s it started with (%s)",
+                f"--{key}", key, saved.get(key) if saved.get(key) is not None else "the settings' value",
+            )  # fmt: skip
     return picked
+
+
+def _resume_model(saved: dict[str, Any], given: RenderOptions, models_dir: Path | None) -> str | None:
+    """The base model to resume with: the run's own (checked unchanged), or ``--model`` if it is the same file."""
+    if saved.get("preview"):
+        if given.model:
+            raise SettingsError(
+                "this run is a motion preview (no model); rendering on with a model would change the frames. "
+                "Start a new render with --model",
+                key="--model",
+            )
+        return saved.get("model")
+    recorded = saved.get("model_fingerprint")
+    stored = saved.get("model_path")
+    if given.model is None:
+        if stored is None:  # a run directory of an older version: the model as it was given
+            return saved.get("model")
+        if not Path(stored).exists():
+            raise SettingsError(
+                f"the model this run was rendered with, {stored}"
+                + (f" (hash {_fingerprint_text(recorded)})" if recorded else "")
+                + ", is not there any more; pass --model with where it is now (the same model file)",
+                key="--model",
+            )
+        found = _fingerprint(Path(stored))
+        if recorded and found != recorded:
+            raise SettingsError(
+                f"the model file {stored} has changed since the run started (it was {_fingerprint_text(recorded)}, "
+                f"it is now {_fingerprint_text(found)}); a different model would change the frames. Put the "
+                "original back, or start a new render",
+                key="--model",
+            )
+        return str(stored)
+    from dreamreel.pipelines.loading import resolve_model
+
+    path = resolve_model(given.model, models_dir=models_dir).path.resolve()
+    if stored is not None and Path(stored).exists() and path == Path(stored).resolve():
+        return str(path)
+    found = _fingerprint(path)
+    if recorded is None or found != recorded:
+        was = stored or saved.get("model")
+        raise SettingsError(
+            f"the run was rendered with {was}"
+            + (f" ({_fingerprint_text(recorded)})" if recorded else "")
+            + f"; {given.model} ({_fingerprint_text(found)}) is a different model, and a different model would "
+            "change the frames. Resume without --model (or with the same model file), or start a new render",
+            key="--model",
+        )
+    logger.info("the model moved to %s (same %s); resuming with it", path, _fingerprint_text(found))
+    return str(path)
+
+
+def _resume_depth_model(saved: dict[str, Any], given: RenderOptions) -> str | None:
+    """The depth model to resume with; ``--depth-model`` applies only when it is the same model."""
+    recorded = saved.get("depth_fingerprint")
+    stored = saved.get("depth_model_path")
+    if given.depth_model is None:
+        if stored is not None and not Path(stored).exists():
+            raise SettingsError(
+                f"the depth model this run was rendered with, {stored}, is not there any more; pass --depth-model "
+                "with where it is now (the same model)",
+                key="--depth-model",
+            )
+        return stored if stored is not None else saved.get("depth_model")
+    path = _depth_folder(given.depth_model, key="--depth-model")
+    found = _fingerprint(path)
+    if recorded is None or found != recorded:
+        was = stored or saved.get("depth_model") or "flat depth (no depth model)"
+        raise SettingsError(
+            f"the run was rendered with {was}; {given.depth_model} is a different depth model, and a different "
+            "depth model would change the frames. Resume without --depth-model, or start a new render",
+            key="--depth-model",
+        )
+    return str(path)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """What identifies a model: a file's size and SHA-256 (A1111's short hash, cached); a folder's files and configs."""
+    path = Path(path)
+    if path.is_file():
+        from dreamreel.pipelines.hashes import sha256_short
+
+        return {"size": path.stat().st_size, "sha256": sha256_short(path)}
+    digest = hashlib.sha256()
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    for file in files:
+        relative = file.relative_to(path)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        size = file.stat().st_size
+        digest.update(f"{relative.as_posix()}\0{size}\n".encode())
+        if size <= 1_000_000:  # configs, tokenizers: read whole; weights by name and size
+            digest.update(file.read_bytes())
+    return {"folder": digest.hexdigest()[:16]}
+
+
+def _fingerprint_text(fingerprint: dict[str, Any] | None) -> str:
+    if not fingerprint:
+        return "unknown"
+    if "sha256" in fingerprint:
+        return f"hash {fingerprint['sha256']}, {fingerprint['size']} bytes"
+    return f"folder fingerprint {fingerprint.get('folder')}"
 
 
 def _run(
     run: RunDirectory,
     prepared: Prepared,
+    loaded: Loaded,
+    options: RenderOptions,
+    state: LoopState,
+    progress: ProgressReporter | None,
+    should_stop: Callable[[], bool],
+    pending: list[Image] | None = None,
+) -> RenderReport:
+    try:
+        return _run_loop(run, prepared, loaded, options, state, progress, should_stop, pending)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise _disk_full(run, exc.filename, exc) from exc
+    except RenderError as exc:
+        if "No space left on device" not in str(exc) and "Disk quota exceeded" not in str(exc):
+            raise
+        raise _disk_full(run, None, exc) from exc
+
+
+def _disk_full(run: RunDirectory, filename: Any, exc: BaseException) -> RenderError:
+    where = filename or "the run directory"
+    safe = run.safe_frames()
+    return RenderError(
+        f"disk full while writing {where}: {safe} frames are safe in {run.root}; free some space and run "
+        f"dreamreel render --resume {run.root} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    )
+
+
+def _run_loop(
+    run: RunDirectory,
+    prepared: Prepared,
+    loaded: Loaded,
     options: RenderOptions,
     state: LoopState,
     progress: ProgressReporter | None,
@@ -289,12 +561,8 @@ def _run(
     pending: list[Image] | None = None,
 ) -> RenderReport:
     settings, table, video_options = prepared.settings, prepared.table, prepared.video
-    started = time.perf_counter()
-    timer = StageTimer()
-    with timer.stage("load"):
-        controls = _controls(settings, options, video_options, run.root)
-        generator = _generator(settings, options)
-        motion = _motion(settings, options, video_options)
+    started, timer = loaded.started, loaded.timer
+    controls, generator, motion = loaded.controls, loaded.generator, loaded.motion
     frames = None
     if prepared.source is not None:
         from dreamreel.anim.m2m import VideoFrames
@@ -312,15 +580,23 @@ def _run(
         reference_for=_video_reference(settings, frames),
         flow_cadence=None if settings.optical_flow_cadence == "none" else settings.optical_flow_cadence,
     )
+    # a motion preview shows the camera only: colour matching, contrast, noise and sharpening pile up
+    # frame after frame when no diffusion restores the image (halos, blotches), so only warps run
     prepare = InitPreparer(
-        color_space=settings.color_coherence.space if settings.color_coherence else None,
+        color_space=settings.color_coherence.space if settings.color_coherence and not options.preview else None,
         noise_kind=settings.noise_type,
         perlin_octaves=settings.perlin_octaves,
         perlin_persistence=settings.perlin_persistence,
         add_noise=not options.preview,
         sharpen=not options.preview,
+        contrast=not options.preview,
     )
-    if settings.mode == "video" and settings.temporal.color_match and prepare.color_space is None:
+    if (
+        settings.mode == "video"
+        and settings.temporal.color_match
+        and prepare.color_space is None
+        and not options.preview
+    ):
         prepare.color_space = "lab"
     sink: Any = RunSink(
         run,
@@ -337,22 +613,33 @@ def _run(
         sink = FlickerSink(sink, frames)
     first = state.next_frame
     final = state
+    total = run.manifest.max_frames or table.max_frames
+    failed = False
+    video = None
     try:
         final = render(
             config, table, generator, sink, motion=motion, prepare=prepare, state=state,
             progress=progress or NullProgress(), should_stop=should_stop, checkpoint=sink.checkpoint, timer=timer,
+            end_frame=total,
         )  # fmt: skip
+    except BaseException:
+        failed = True
+        raise
     finally:
-        sink.close()
-        finished = run.manifest.next_frame >= table.max_frames
-        with timer.stage("join"):
-            video = sink.finish(
-                audio=prepared.audio, audio_start=prepared.audio_start, status="done" if finished else "interrupted"
-            )
+        try:
+            sink.close()
+            finished = run.manifest.next_frame >= total
+            with timer.stage("join"):
+                video = sink.finish(
+                    audio=prepared.audio, audio_start=prepared.audio_start, status="done" if finished else "interrupted"
+                )
+        except Exception as exc:
+            if not failed:
+                raise
+            # keep the error that stopped the render (e.g. a full disk), not this follow-up one
+            logger.warning("could not write the video of the frames so far: %s", exc)
     wall = time.perf_counter() - started
-    report = RenderReport(
-        run.root, video, final.next_frame - first, table.max_frames, wall, timer, finished, prepared.notices
-    )
+    report = RenderReport(run.root, video, final.next_frame - first, total, wall, timer, finished, prepared.notices)
     if frames is not None:
         report.flicker = sink.meter.value
     if controls is not None:
@@ -378,7 +665,7 @@ def _video_reference(settings: Settings, frames: Any) -> Callable[[int], Image] 
     return reference
 
 
-def _controls(settings: Settings, options: RenderOptions, video: VideoOptions, root: Path) -> Any:
+def _controls(settings: Settings, options: RenderOptions, video: VideoOptions) -> Any:
     if not settings.controlnet or options.preview:
         return None
     from dreamreel.controlnet.units import ControlProvider
@@ -398,7 +685,7 @@ def _controls(settings: Settings, options: RenderOptions, video: VideoOptions, r
 
 
 def _preflight(
-    settings: Settings, options: RenderOptions, out: Path, audio: Path | None
+    settings: Settings, options: RenderOptions, out: Path, audio: Path | None, frames: int
 ) -> tuple[VideoOptions, list[str]]:
     video = VideoOptions(
         width=settings.width,
@@ -408,7 +695,7 @@ def _preflight(
         crf=options.crf if options.crf is not None else settings.output.crf,
         preset=options.preset or ("veryfast" if options.preview else settings.output.preset),
     )
-    report = preflight(video, out, estimated_frames=settings.max_frames, audio=audio)
+    report = preflight(video, out, estimated_frames=frames, audio=audio)
     notices = [report.notice] if report.notice else []
     for notice in notices:
         logger.warning("%s", notice)
@@ -446,16 +733,10 @@ def load_image(source: str, width: int, height: int, *, key: str) -> Image:
     return np.asarray(rgb).copy()
 
 
-def _generator(settings: Settings, options: RenderOptions) -> FrameGenerator:
+def _generator(settings: Settings, options: RenderOptions, model_path: Path | None = None) -> FrameGenerator:
     if options.preview:
         return PreviewGenerator()
-    model = options.model or settings.model
-    if not model:
-        raise SettingsError(
-            "no model given: pass --model (a .safetensors checkpoint, a diffusers folder, a hub id in the local cache, "
-            'or a name in --models-dir), set "model" in the settings, or use --preview to render the motion only',
-            key="--model",
-        )
+    model = str(model_path) if model_path is not None else _model_name(settings, options)
     from dreamreel.pipelines.generator import DiffusersGenerator, GeneratorOptions
 
     return DiffusersGenerator.from_source(
@@ -475,18 +756,119 @@ def _generator(settings: Settings, options: RenderOptions) -> FrameGenerator:
     )
 
 
-def _check_models(settings: Settings, options: RenderOptions) -> None:
-    """Find every model file before anything loads: a wrong name or path fails here, with suggestions."""
-    from dreamreel.pipelines.finding import find_controlnet
-    from dreamreel.pipelines.loading import resolve_model
-
+def _model_name(settings: Settings, options: RenderOptions) -> str:
     model = options.model or settings.model
     if not model:
-        return  # _generator says what to pass
+        raise SettingsError(
+            "no model given: pass --model (a .safetensors checkpoint, a diffusers folder, a hub id in the local cache, "
+            'or a name in --models-dir), set "model" in the settings, or use --preview to render the motion only',
+            key="--model",
+        )
+    return model
+
+
+def _check_models(settings: Settings, options: RenderOptions, table: ScheduleTable | None = None) -> Path:
+    """Find every model file before anything loads: a wrong name or path fails here, with suggestions.
+
+    The base model, the device, LoRAs named in prompts, the annotator weights of each ControlNet unit
+    and each unit's ControlNet model. Returns the base model's resolved path.
+    """
+    from dreamreel.pipelines.finding import find_controlnet
+    from dreamreel.pipelines.generator import check_device
+    from dreamreel.pipelines.loading import resolve_model
+
+    model = _model_name(settings, options)
+    if options.device != "auto":
+        check_device(options.device)
     source = resolve_model(model, models_dir=options.models_dir)
+    if table is not None:
+        _check_loras(table, options.models_dir)
     beside = source.path if source.kind == "diffusers" else None
     for name in _controlnet_models(settings):
         find_controlnet(name, options.models_dir, model_dir=beside)
+    _check_annotators(settings, options.annotators)
+    return Path(source.path).resolve()
+
+
+def _check_loras(table: ScheduleTable, models_dir: Path | None) -> None:
+    """Every ``<lora:name:w>`` of every prompt is found (each distinct prompt once)."""
+    from dreamreel.pipelines.finding import find_lora
+    from dreamreel.pipelines.prompt_syntax import extract_lora_tags
+
+    prompts = set(table.text.get("prompt", ())) | set(table.text.get("negative_prompt", ()))
+    quiet = logging.getLogger("dreamreel.pipelines.prompt_syntax")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the generator warns about odd tags once, when it uses them
+    try:
+        names = {name for prompt in prompts if "<" in prompt for name, _ in extract_lora_tags(prompt)[1]}
+    finally:
+        quiet.setLevel(level)
+    for name in sorted(names):
+        if not Path(name).is_file():
+            find_lora(name, models_dir)
+
+
+def _check_annotators(settings: Settings, annotators: Path | None) -> None:
+    """The detector weight files of every ControlNet unit's preprocessor are there (nothing loads yet)."""
+    if not settings.controlnet:
+        return
+    from dreamreel.controlnet.preprocessors import (
+        _missing_weights,
+        canonical_name,
+        find_weight_file,
+        required_weight_files,
+    )
+
+    for index, unit in enumerate(settings.controlnet):
+        name = canonical_name(unit.preprocessor, key=f"controlnet.{index}.preprocessor")
+        missing = [f for f in required_weight_files(name) if find_weight_file(f, annotators) is None]
+        if missing:
+            raise _missing_weights(name, missing, annotators)
+
+
+def _depth_folder(name: str, *, key: str) -> Path:
+    """A depth model's folder: a local folder with config.json, or a hub id's snapshot in the local cache."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SettingsError(
+                f"the depth model folder {path} has no config.json; pass a folder that holds the model's config.json, "
+                "weights and preprocessor_config.json (for example made with `hf download Intel/dpt-large "
+                "--local-dir models/dpt-large`)",
+                key=key,
+            )
+        return path.resolve()
+    from dreamreel.pipelines.finding import HUB_ID, hub_snapshot
+
+    if path.exists() or not HUB_ID.match(name) or name.startswith((".", "~")):
+        raise SettingsError(
+            f"the depth model {name!r} is not a folder here ({path.resolve()}); pass --depth-model with a local "
+            "folder holding config.json, weights and preprocessor_config.json, or a Hugging Face id in the local "
+            "cache (dreamreel never downloads)",
+            key=key,
+        )
+    try:
+        return hub_snapshot(name, otherwise="pass --depth-model with a local model folder").resolve()
+    except ModelLoadError as exc:
+        raise SettingsError(str(exc), key=key) from exc
+
+
+def _find_depth_model(settings: Settings, options: RenderOptions) -> str | None:
+    """The 3D depth model's folder, found before anything loads (a preview falls back to flat depth)."""
+    if settings.mode != "3d" or not settings.depth.enabled:
+        return None
+    name = options.depth_model or DEPTH_MODELS.get(settings.depth.model.lower(), settings.depth.model)
+    if options.depth_model:
+        key = "--depth-model"
+    else:
+        key = settings.key_names.get("depth.model", "depth.model") + " (or --depth-model)"
+    try:
+        return str(_depth_folder(name, key=key))
+    except SettingsError:
+        if options.preview:
+            logger.warning("depth model %s is not available; the preview uses flat depth", name)
+            return None
+        raise
 
 
 def _controlnet_models(settings: Settings) -> list[str]:
@@ -502,12 +884,12 @@ def _controlnet_models(settings: Settings) -> list[str]:
     return models
 
 
-def _motion(settings: Settings, options: RenderOptions, video: VideoOptions) -> Motion:
+def _motion(settings: Settings, depth_path: str | None, video: VideoOptions) -> Motion:
     if settings.mode == "2d":
         return Motion2D(video.width, video.height, border=settings.border, perspective_flip=settings.perspective_flip)
     if settings.mode == "3d":
         return Motion3D(
-            _depth_model(settings, options),
+            _depth_model(depth_path),
             width=video.width,
             height=video.height,
             border=settings.border,
@@ -518,19 +900,12 @@ def _motion(settings: Settings, options: RenderOptions, video: VideoOptions) -> 
     return StillMotion()
 
 
-def _depth_model(settings: Settings, options: RenderOptions) -> Any:
-    if not settings.depth.enabled:
-        return None
+def _depth_model(depth_path: str | None) -> Any:
+    if depth_path is None:
+        return None  # depth off, or a preview without the depth model (flat depth)
     from dreamreel.anim.depth import TransformersDepth
 
-    name = options.depth_model or DEPTH_MODELS.get(settings.depth.model.lower(), settings.depth.model)
-    try:
-        return TransformersDepth.from_pretrained(name)
-    except ModelLoadError:
-        if options.preview:
-            logger.warning("depth model %s is not available; the preview uses flat depth", name)
-            return None
-        raise
+    return TransformersDepth.from_pretrained(depth_path)
 
 
 def model_info(generator: FrameGenerator) -> dict[str, str]:
@@ -545,7 +920,23 @@ def model_info(generator: FrameGenerator) -> dict[str, str]:
     return info
 
 
-def _manifest_options(options: RenderOptions, video: VideoOptions) -> dict[str, Any]:
-    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-    data["video"] = asdict(video)
+def _manifest_options(options: RenderOptions, prepared: Prepared, source: str | None = None) -> dict[str, Any]:
+    """The options of the run, with absolute paths (a resume may run from another folder) and model fingerprints."""
+    data = {k: (str(Path(v).expanduser().absolute()) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    data["video"] = asdict(prepared.video)
+    data.update(_resolved_models(prepared))
+    if source and Path(source).is_file():
+        data["settings_source"] = str(Path(source).absolute())
+        data["settings_sha256"] = _file_sha256(Path(source))
+    return data
+
+
+def _resolved_models(prepared: Prepared) -> dict[str, Any]:
+    """Where the models of the run are, and what identifies them (so a resume can tell a moved file from another)."""
+    data: dict[str, Any] = {"model_path": None, "model_fingerprint": None}
+    if prepared.model_path is not None:
+        data["model_path"] = str(prepared.model_path)
+        data["model_fingerprint"] = _fingerprint(prepared.model_path)
+    data["depth_model_path"] = prepared.depth_path
+    data["depth_fingerprint"] = _fingerprint(Path(prepared.depth_path)) if prepared.depth_path else None
     return data

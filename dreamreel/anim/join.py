@@ -20,8 +20,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dreamreel.anim.ffmpeg import PathLike, _part_name, _replace_into_place, _run, check_audio_source, probe
+from dreamreel.anim.ffmpeg import PathLike, _part_name, _run, check_audio_source, probe
 from dreamreel.errors import RenderError, SettingsError
+from dreamreel.fileio import replace_durably
 
 if TYPE_CHECKING:
     from dreamreel.anim.video import SegmentInfo, VideoOptions
@@ -137,7 +138,7 @@ def _write_atomically(output: Path, what: str, build: Callable[[Path], list[str]
                     f"{what}: the result has {found} frames but its inputs should give {expected_frames}, so an "
                     "input is damaged or incomplete; check each segment with probe() and render its frames again."
                 )
-        _replace_into_place(tmp, output)
+        replace_durably(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
     return output
@@ -176,10 +177,11 @@ def join_segments(
     total = sum(seg.frame_count for seg in kept)
     output.parent.mkdir(parents=True, exist_ok=True)
     listing = output.with_name(f".{output.name}.ffconcat")
-    listing.write_text(_concat_list(kept, options.fps_fraction), encoding="utf-8")
     concat = ["-f", "concat", "-safe", "0", "-i", str(listing)]
     started = time.perf_counter()
     try:
+        # inside the try: a half-written list (a full disk) is removed below too
+        listing.write_text(_concat_list(kept, options.fps_fraction), encoding="utf-8")
         if suffix == ".gif":
             _join_gif(concat, output, total, verify)
         else:

@@ -87,31 +87,41 @@ def render(
     should_stop: Callable[[], bool] = lambda: False,
     checkpoint: Callable[[LoopState], None] | None = None,
     timer: StageTimer | None = None,
+    end_frame: int | None = None,
 ) -> LoopState:
     """Render every frame from ``state.next_frame`` to the end of ``table`` into ``sink``.
 
     Stops early (after a complete cadence group) when ``should_stop()`` turns true. Returns the
     state after the last written frame; ``state.next_frame == table.max_frames`` when finished.
     Nothing here mutates ``config``, ``table`` or ``state``.
+
+    With ``end_frame`` only frames ``< end_frame`` are written (``render --frames N``): exactly the
+    first frames of the full animation. A cadence group that crosses ``end_frame`` is rendered
+    whole (its in-between frames blend towards its diffused last frame), and only its frames
+    before ``end_frame`` reach the sink; the state after it has ``next_frame == end_frame``.
     """
     state = state or LoopState()
     progress = progress or NullProgress()
     timer = timer or StageTimer()
+    limit = table.max_frames if end_frame is None else max(0, min(end_frame, table.max_frames))
     diffused = np.flatnonzero(table.numeric["diffuse"]).tolist()
-    progress.start(table.max_frames, completed=state.next_frame)
+    progress.start(limit, completed=min(state.next_frame, limit))
     try:
         for end in (b for b in diffused if b >= state.next_frame):
+            if state.next_frame >= limit:
+                break
             if should_stop():
                 logger.info("stopping at frame %d as requested", state.next_frame)
                 break
             frames = _render_group(config, table, generator, motion, prepare, state, end, timer)
-            for image, params in frames:
+            kept = [(image, params) for image, params in frames if params.frame < limit]
+            for image, params in kept:
                 with timer.stage("encode"):
                     sink.write(image, params)
                 progress.advance(params.frame)
-            anchor = frames[-1][0]
-            reference = state.color_reference if state.color_reference is not None else anchor
-            state = replace(state, next_frame=end + 1, anchor=anchor, color_reference=reference)
+            anchor = kept[-1][0]
+            reference = state.color_reference if state.color_reference is not None else frames[-1][0]
+            state = replace(state, next_frame=min(end + 1, limit), anchor=anchor, color_reference=reference)
             if checkpoint is not None:
                 checkpoint(state)
     finally:
@@ -136,6 +146,8 @@ def _render_group(
             state = replace(state, color_reference=config.reference_for(end))
     if not config.loopback or state.anchor is None:
         row = rows[-1]
+        init: Image | None
+        source: Image | None
         if config.frames is not None:
             with timer.stage("input"):
                 init, source = config.frames.init_for(row.frame, state.anchor)

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,11 +43,11 @@ from dreamreel.anim.join import join_segments
 from dreamreel.anim.loop import LoopState
 from dreamreel.anim.video import SegmentInfo, SegmentWriter, VideoOptions
 from dreamreel.errors import RenderError, SettingsError
+from dreamreel.fileio import atomic_open, atomic_write_text
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams, ScheduleTable
 from dreamreel.pnginfo import GenerationInfo, png_text
 from dreamreel.settings import Settings, load_settings, save_settings
-from dreamreel.settings.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Manifest:
     """What ``manifest.json`` holds."""
 
     status: str = "created"  # created | rendering | interrupted | done
-    max_frames: int = 0
+    max_frames: int = 0  # the frames this run renders (``render --frames N``: N; the table may hold more)
     next_frame: int = 0
     segments: list[dict[str, Any]] = field(default_factory=list)
     state: str | None = None  # folder under state/ with the loop state after next_frame - 1
@@ -69,6 +70,8 @@ class Manifest:
     options: dict[str, Any] = field(default_factory=dict)
     dreamreel_version: str = __version__
     updated: float = 0.0
+    pid: int | None = None  # the process rendering into the directory (status "rendering")
+    host: str | None = None
 
     def segment_infos(self, root: Path) -> list[SegmentInfo]:
         return [SegmentInfo(root / s["path"], s["first_frame"], s["frame_count"]) for s in self.segments]
@@ -84,38 +87,84 @@ class RunDirectory:
     # --- creating and opening -------------------------------------------------------------
 
     @classmethod
-    def create(
-        cls, root: Path, settings: Settings, table: ScheduleTable, options: dict[str, Any], *, overwrite: bool = False
-    ) -> RunDirectory:
-        """Record the run before frame 0: settings (both forms), schedule table, manifest."""
+    def check_free(cls, root: Path, *, overwrite: bool = False) -> bool:
+        """Check that a new render may use ``root``; True when it holds an earlier run that will be replaced.
+
+        Free are: a missing or empty folder; a run directory whose render stopped before its first
+        frame (a failed start: nothing rendered, no process working in it), which is replaced
+        without ``--overwrite``; and with ``overwrite``, any run directory. A folder that is not a
+        run directory and not empty is never taken without ``--overwrite``; a run directory
+        holding rendered frames is never taken without it.
+        """
         root = Path(root)
         existing = root / MANIFEST
         if existing.exists():
-            status = json.loads(existing.read_text(encoding="utf-8")).get("status")
-            if not overwrite:
-                hint = (
-                    "it is finished"
-                    if status == "done"
-                    else f"it is unfinished ({status}); continue it with --resume {root}"
-                )
-                raise SettingsError(
-                    f"the run directory already holds a render and {hint}. Pass --overwrite to replace it, or choose "
-                    "another --out",
-                    key="--out",
-                )
-            for name in ("segments", "state", "frames"):
-                shutil.rmtree(root / name, ignore_errors=True)
-        elif root.exists() and any(root.iterdir()) and not overwrite:
+            try:
+                data = json.loads(existing.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                data = {}
+            status = data.get("status")
+            _refuse_if_busy(root, data)
+            if overwrite or _never_rendered(root, data):
+                if not overwrite:
+                    logger.info("%s holds a render that stopped before its first frame; starting it again", root)
+                return True
+            hint = (
+                "it is finished"
+                if status == "done"
+                else f"it is unfinished ({status}); continue it with --resume {root}"
+            )
+            raise SettingsError(
+                f"the run directory already holds a render and {hint}. Pass --overwrite to replace it, or choose "
+                "another --out",
+                key="--out",
+            )
+        if root.exists() and not root.is_dir():
+            raise SettingsError(f"{root} is a file, not a folder; choose another --out", key="--out")
+        if root.exists() and any(root.iterdir()) and not overwrite:
             raise SettingsError(
                 f"{root} exists and is not empty; choose another --out or pass --overwrite", key="--out"
             )
+        return False
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        settings: Settings,
+        table: ScheduleTable,
+        options: dict[str, Any],
+        *,
+        overwrite: bool = False,
+        max_frames: int | None = None,
+    ) -> RunDirectory:
+        """Record the run before frame 0: settings (both forms), schedule table, manifest.
+
+        ``max_frames`` (at most the table's) is how many frames this run renders: the first frames
+        of the full animation, whose table is saved whole.
+        """
+        root = Path(root)
+        if cls.check_free(root, overwrite=overwrite):
+            for name in ("segments", "state", "frames", "pending"):
+                shutil.rmtree(root / name, ignore_errors=True)
+            for file in root.iterdir():
+                if file.is_file() and (file.name.startswith(("video.", ".video.")) or file.name == "reference.png"):
+                    file.unlink(missing_ok=True)
         (root / "segments").mkdir(parents=True, exist_ok=True)
         save_settings(settings, root / SETTINGS)
         save_settings(settings, root / SETTINGS_DEFORUM, deforum=True)
         table.to_csv(root / SCHEDULE)
-        run = cls(root, Manifest(status="rendering", max_frames=table.max_frames, options=options))
-        run.commit()
+        frames = table.max_frames if max_frames is None else max(1, min(max_frames, table.max_frames))
+        run = cls(root, Manifest(max_frames=frames, options=options))
+        run.begin()
         return run
+
+    def begin(self) -> None:
+        """Mark the directory as being rendered into by this process (status "rendering")."""
+        self.manifest.status = "rendering"
+        self.manifest.pid = os.getpid()
+        self.manifest.host = socket.gethostname()
+        self.commit()
 
     @classmethod
     def open(cls, root: Path) -> RunDirectory:
@@ -129,6 +178,7 @@ class RunDirectory:
         except (json.JSONDecodeError, TypeError) as exc:
             raise SettingsError(f"{path} is damaged: {exc}", key="--resume") from exc
         run = cls(root, manifest)
+        _refuse_if_busy(root, asdict(manifest), key="--resume")
         for segment in manifest.segments:
             if not (root / segment["path"]).is_file():
                 raise RenderError(f"{root / segment['path']} listed in {path} is missing; the run cannot be resumed")
@@ -181,12 +231,23 @@ class RunDirectory:
     def commit(self) -> None:
         """Write the manifest atomically; then drop state snapshots it no longer names."""
         self.manifest.updated = time.time()
-        write_text_atomic(self.root / MANIFEST, json.dumps(asdict(self.manifest), indent=2) + "\n")
+        atomic_write_text(self.root / MANIFEST, json.dumps(asdict(self.manifest), indent=2) + "\n")
         state_root = self.root / "state"
         if state_root.is_dir():
             for folder in state_root.iterdir():
                 if folder.name != self.manifest.state:
                     shutil.rmtree(folder, ignore_errors=True)
+
+    def safe_frames(self) -> int:
+        """How many frames a resume would not render again: committed segments and finished pending groups."""
+        safe = self.manifest.next_frame
+        try:
+            pending = json.loads((self.root / "pending" / "pending.json").read_text(encoding="utf-8"))
+            if pending.get("segment_start") == safe:
+                safe = max(safe, int(pending["next_frame"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return safe
 
     def discard_uncommitted(self) -> None:
         """Remove segment files the manifest does not name (a partial segment of an interrupted run)."""
@@ -262,7 +323,7 @@ class RunSink:
             _sync_files(self._unsynced)
             self._unsynced.clear()
             pending = {"segment_start": self._segment_start, "next_frame": state.next_frame}
-            write_text_atomic(self._pending / "pending.json", json.dumps(pending) + "\n")
+            atomic_write_text(self._pending / "pending.json", json.dumps(pending) + "\n")
 
     def _commit_segment(self, state: LoopState) -> None:
         info = self.writer.close()
@@ -339,13 +400,43 @@ def save_png_with_info(path: Path, image: Image, params: FrameParams, extra: dic
 
 
 def _write_png(path: Path, image: Image, *, sync: bool = True) -> None:
-    """Write a PNG under a temporary name and rename it, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    PILImage.fromarray(image).save(tmp, format="PNG", compress_level=1)
-    if sync:
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write a PNG under a temporary name and rename it, so a reader never sees half a file.
+
+    ``sync=False``: the caller fsyncs it later (pending frames, with ``_sync_files`` at a checkpoint).
+    """
+    with atomic_open(path, fsync=sync) as handle:
+        PILImage.fromarray(image).save(handle, format="PNG", compress_level=1)
+
+
+def _never_rendered(root: Path, manifest: dict[str, Any]) -> bool:
+    """True when a run directory holds no rendered frame at all (its start failed or was stopped at once)."""
+    if manifest.get("status") == "done" or manifest.get("next_frame", 0) or manifest.get("segments"):
+        return False
+    for folder in ("pending", "frames", "segments"):
+        path = root / folder
+        if path.is_dir() and any(f.suffix in (".png", ".ts", ".webm", ".part") for f in path.iterdir()):
+            return False
+    return not any(root.glob("video.*"))
+
+
+def _refuse_if_busy(root: Path, manifest: dict[str, Any], *, key: str = "--out") -> None:
+    """A run directory another live process is rendering into on this machine is not touched."""
+    pid = manifest.get("pid")
+    if manifest.get("status") != "rendering" or not pid or pid == os.getpid():
+        return
+    if manifest.get("host") != socket.gethostname():
+        return
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return  # that process is gone: the directory is free
+    except PermissionError:
+        pass  # alive, owned by someone else
+    raise SettingsError(
+        f"{root} is being rendered into by another process (pid {pid}); wait for it, stop it (Ctrl-C or kill "
+        f"{pid}), or choose another --out",
+        key=key,
+    )
 
 
 def _sync_files(files: list[Path]) -> None:

@@ -21,6 +21,11 @@ class InitPreparer:
         noise_kind: "perlin" or "uniform".
         add_noise: False in motion previews, where noise would only pile up without a model to remove it.
         sharpen: False in motion previews for the same reason.
+        contrast: False in motion previews for the same reason (a contrast below or above 1 compounds
+            frame after frame when no diffusion restores the image).
+
+    A motion preview also sets ``color_space`` to None: matching the warped frame's colours to the
+    reference again and again, with no diffusion in between, grows halos and blotches.
     """
 
     color_space: str | None = "lab"
@@ -29,6 +34,7 @@ class InitPreparer:
     perlin_persistence: float = 0.5
     add_noise: bool = True
     sharpen: bool = True
+    contrast: bool = True
     _matchers: dict[int, tuple[Image, ColorMatcher]] = field(default_factory=dict, repr=False)
 
     def match_colors(self, image: Image, reference: Image) -> Image:
@@ -46,7 +52,7 @@ class InitPreparer:
             with timer.stage("color"):
                 image = self.match_colors(image, reference)
         with timer.stage("filters"):
-            if params.contrast != 1.0:
+            if self.contrast and params.contrast != 1.0:
                 image = adjust_contrast(image, params.contrast)
             if self.sharpen and params.antiblur_amount > 0:
                 image = unsharp_mask(

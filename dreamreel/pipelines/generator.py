@@ -67,14 +67,56 @@ class GeneratorOptions:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu."""
+    """``auto`` -> cuda, then mps, then cpu; a named device is checked (see :func:`check_device`)."""
     if requested != "auto":
-        return torch.device(requested)
+        return check_device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(requested: str, *, key: str = "--device") -> torch.device:
+    """The torch device ``requested`` names, after checking that this machine has it.
+
+    Raises:
+        SettingsError: the name is not a device (``cuda``, ``cuda:1``, ``mps``, ``cpu``), or this
+            machine (or this PyTorch build) does not have it; the message names ``key``.
+    """
+    text = str(requested).strip()
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as exc:
+        raise SettingsError(f"{text!r} is not a device; use auto, cuda, cuda:N, mps or cpu", key=key) from exc
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(
+                f"{text!r} was asked for, but this machine has no CUDA GPU that PyTorch can use "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu, or "
+                "auto (cuda, then mps, then cpu)",
+                key=key,
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise SettingsError(
+                f"{text!r} was asked for, but this machine has {count} CUDA device(s), numbered from 0", key=key
+            )
+        return device
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SettingsError(
+                f"{text!r} was asked for, but Apple's MPS is not available here; use --device cpu or auto", key=key
+            )
+        return device
+    backend = getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise SettingsError(f"the device {text!r} is not available here; use auto, cuda, mps or cpu", key=key)
+    return device
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
@@ -134,7 +176,8 @@ class DiffusersGenerator:
         dtype = pick_dtype(options.dtype, device)
         source = resolve_model(model, models_dir=options.models_dir)
         target = "cpu" if options.offload != "none" else device
-        pipe = load_pipeline(
+        # Any: mypy sees diffusers' placeholder classes (its TYPE_CHECKING imports), not the real pipelines
+        pipe: Any = load_pipeline(
             source,
             device=target,
             dtype=dtype,

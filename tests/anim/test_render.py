@@ -16,6 +16,7 @@ import pytest
 from PIL import Image as PILImage
 
 from dreamreel.anim.ffmpeg import probe
+from dreamreel.errors import SettingsError
 from dreamreel.keyframes import ScheduleTable
 from dreamreel.runner import RenderOptions, render_settings, resume
 from dreamreel.settings import load_settings
@@ -176,25 +177,23 @@ def test_sigkill_then_resume_is_bit_identical(
         assert np.array_equal(a, b), f"frame {index} differs after resuming from a kill at {kill_at}"
 
 
-def test_colour_reference_image_pulls_frames_towards_it(tmp_path: Path) -> None:
+def test_colour_reference_image_pulls_frames_towards_it(tmp_path: Path, tiny_model_dir: Path) -> None:
     from PIL import Image
 
     reddish = np.zeros((64, 64, 3), np.uint8)
     reddish[..., 0] = np.linspace(150, 255, 64, dtype=np.uint8)[None, :]
     Image.fromarray(reddish).save(tmp_path / "ref.png")
-    plain = settings_file(tmp_path, max_frames=4, color_coherence=None)
-    render_settings(plain, RenderOptions(out=tmp_path / "plain", preview=True))
-    matched = settings_file(
-        tmp_path,
-        max_frames=4,
-        color_coherence={"space": "rgb", "reference": "image", "image": str(tmp_path / "ref.png")},
-    )
-    render_settings(matched, RenderOptions(out=tmp_path / "matched", preview=True))
-    before = frames_of(tmp_path / "plain" / "video.mp4")[-1].reshape(-1, 3).mean(0)
-    after = frames_of(tmp_path / "matched" / "video.mp4")[-1].reshape(-1, 3).mean(0)
+    colour = {"space": "rgb", "reference": "image", "image": str(tmp_path / "ref.png")}
+    matched = settings_file(tmp_path, max_frames=3, color_coherence=colour)
+    render_settings(matched, RenderOptions(out=tmp_path / "matched", model=str(tiny_model_dir), save_frames=True))
+    after = _pngs(tmp_path / "matched")[-1].reshape(-1, 3).mean(0)
     target = reddish.reshape(-1, 3).mean(0)
     assert np.abs(after - target).max() < 15  # matched to the reference's histogram
-    assert np.abs(before - target).max() > 60  # and far from it without colour coherence
+    # a motion preview shows the camera only: no colour matching (it piles up without diffusion)
+    render_settings(matched, RenderOptions(out=tmp_path / "preview", preview=True, save_frames=True))
+    plain = settings_file(tmp_path, max_frames=3, color_coherence=None)
+    render_settings(plain, RenderOptions(out=tmp_path / "plain", preview=True, save_frames=True))
+    assert np.array_equal(_pngs(tmp_path / "preview")[-1], _pngs(tmp_path / "plain")[-1])
 
 
 def test_colour_reference_video_needs_video_input(tmp_path: Path) -> None:
@@ -241,3 +240,208 @@ def test_settings_that_are_not_acted_on_are_reported(tmp_path: Path, caplog: pyt
         render_settings(settings, RenderOptions(out=tmp_path / "run", preview=True))
     for key in ("schedules.model", "schedules.ddim_eta", "color_coherence.grayscale"):
         assert f"{key} is set but not supported yet" in caplog.text
+
+
+def _pngs(run: Path) -> list[np.ndarray]:
+    return [np.asarray(PILImage.open(path)) for path in sorted((run / "frames").glob("*.png"))]
+
+
+def test_frames_renders_the_first_frames_of_the_full_animation(tmp_path: Path) -> None:
+    """``--frames N`` keeps every schedule of the full animation: a prompt key at 200 still works."""
+    settings = settings_file(tmp_path, max_frames=300, prompts={"200": "a late prompt"})
+    report = render_settings(settings, RenderOptions(out=tmp_path / "run", preview=True, max_frames=5))
+    assert report.finished and report.frames_written == 5 and report.total_frames == 5
+    assert len(frames_of(tmp_path / "run" / "video.mp4")) == 5
+    assert ScheduleTable.from_csv(tmp_path / "run" / "schedule.csv").max_frames == 300  # the whole table
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["max_frames"] == 5
+
+
+def test_frames_equal_the_first_frames_of_a_full_render(tmp_path: Path) -> None:
+    """A cadence group crossing N (frames 4-6 with cadence 3 and N = 5) blends towards the same diffused frame."""
+    settings = settings_file(tmp_path, max_frames=12, diffusion_cadence=3)
+    render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, save_frames=True))
+    render_settings(settings, RenderOptions(out=tmp_path / "five", preview=True, save_frames=True, max_frames=5))
+    full, five = _pngs(tmp_path / "full"), _pngs(tmp_path / "five")
+    assert len(full) == 12 and len(five) == 5
+    for index, (a, b) in enumerate(zip(full, five, strict=False)):
+        assert np.array_equal(a, b), f"frame {index} differs"
+
+
+def test_resume_refuses_another_frame_count(tmp_path: Path) -> None:
+    settings = settings_file(tmp_path, max_frames=12)
+    calls = {"n": 0}
+
+    def stop_soon() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    render_settings(settings, RenderOptions(out=tmp_path / "run", preview=True, max_frames=8), should_stop=stop_soon)
+    with pytest.raises(SettingsError, match="--frames"):
+        resume(tmp_path / "run", RenderOptions(max_frames=10))
+    report = resume(tmp_path / "run", RenderOptions(max_frames=8))
+    assert report.finished and len(frames_of(tmp_path / "run" / "video.mp4")) == 8
+
+
+def _stopped_tiny_run(settings: Path, run: Path, model: str, **options: object) -> None:
+    calls = {"n": 0}
+
+    def stop_after_one_group() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    report = render_settings(
+        settings,
+        RenderOptions(out=run, model=model, **options),
+        should_stop=stop_after_one_group,  # type: ignore[arg-type]
+    )
+    assert not report.finished
+
+
+def test_resume_from_another_folder_and_with_the_model_moved(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    settings = settings_file(tmp_path, max_frames=3)
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    _stopped_tiny_run(settings, tmp_path / "run", "models/tiny")  # a path relative to this folder
+    saved = json.loads((tmp_path / "run" / "manifest.json").read_text())["options"]
+    assert saved["model_path"] == str(tmp_path / "models" / "tiny") and saved["model_fingerprint"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # a different model is refused, naming the option and what the run used
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    config = other / "unet" / "config.json"
+    config.write_text(config.read_text().replace("{", '{"_note": "another model",', 1))
+    with pytest.raises(SettingsError, match=r"--model.*a different model would change the frames"):
+        resume(tmp_path / "run", RenderOptions(model=str(other)))
+    # the same model moved elsewhere is accepted
+    (tmp_path / "models" / "tiny").rename(tmp_path / "moved")
+    with pytest.raises(SettingsError, match=r"--model.*not there any more"):
+        resume(tmp_path / "run", RenderOptions())
+    report = resume(tmp_path / "run", RenderOptions(model=str(tmp_path / "moved")))
+    assert report.finished
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["options"]["model_path"] == str(
+        tmp_path / "moved"
+    )
+
+
+def test_resume_refuses_a_model_for_a_preview_and_a_different_depth_model(tmp_path: Path) -> None:
+    settings = settings_file(tmp_path, max_frames=8)
+    calls = {"n": 0}
+
+    def stop_soon() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    render_settings(settings, RenderOptions(out=tmp_path / "run", preview=True), should_stop=stop_soon)
+    with pytest.raises(SettingsError, match="--model"):
+        resume(tmp_path / "run", RenderOptions(model="some/model"))
+    from dreamreel.testing import save_tiny_depth_model
+
+    depth = str(save_tiny_depth_model(tmp_path / "depth"))
+    with pytest.raises(SettingsError, match="--depth-model"):
+        resume(tmp_path / "run", RenderOptions(depth_model=depth))
+    assert resume(tmp_path / "run", RenderOptions()).finished
+
+
+def test_resume_says_when_the_settings_file_was_edited(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    settings = settings_file(tmp_path, max_frames=8)
+    calls = {"n": 0}
+
+    def stop_soon() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    render_settings(settings, RenderOptions(out=tmp_path / "run", preview=True), should_stop=stop_soon)
+    settings.write_text(settings.read_text().replace('"a red cat"', '"a green cat"'))
+    with caplog.at_level(logging.WARNING, logger="dreamreel"):
+        report = resume(tmp_path / "run", RenderOptions())
+    assert report.finished
+    assert any(str(settings) in notice and "has changed" in notice for notice in report.notices)
+    assert "settings.json" in caplog.text and "has changed" in caplog.text
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path: Path, kill_case: tuple[Path, list[str], list[np.ndarray]]) -> None:
+    """``kill PID`` (service managers, containers, schedulers) leaves a playable video and a run to resume."""
+    settings, common, expected = kill_case
+    run = tmp_path / "termed"
+    process = _cli("render", str(settings), "--out", str(run), *common)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if json.loads((run / "manifest.json").read_text())["next_frame"] >= 3:
+                break
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.01)
+    assert process.poll() is None, "the render ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err.decode(errors="replace")[-2000:]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["next_frame"] >= 3
+    stopped = frames_of(run / "video.mp4")  # playable
+    assert 3 <= len(stopped) < 14
+    _finish(_cli("render", "--resume", str(run)))
+    actual = frames_of(run / "video.mp4")
+    assert len(actual) == 14
+    for index, (a, b) in enumerate(zip(expected, actual, strict=True)):
+        assert np.array_equal(a, b), f"frame {index} differs after SIGTERM and --resume"
+
+
+def test_disk_full_is_a_clear_error_and_resume_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from dreamreel.anim import rundir
+    from dreamreel.errors import RenderError
+
+    settings = settings_file(tmp_path)
+    render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, segment_frames=4))
+    write_png = rundir._write_png
+
+    def fill_up(path: Path, image: np.ndarray, **kwargs: object) -> None:
+        if path.name == "000000006.png":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_png(path, image, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rundir, "_write_png", fill_up)
+    run = tmp_path / "run"
+    with pytest.raises(RenderError, match=r"disk full while writing .*000000006\.png") as caught:
+        render_settings(settings, RenderOptions(out=run, preview=True, segment_frames=4))
+    message = str(caught.value)
+    assert f"frames are safe in {run}" in message and f"dreamreel render --resume {run}" in message
+    assert int(message.split(": ", 1)[1].split(" frames are safe")[0]) >= 4
+    leftovers = [p for p in run.rglob("*") if p.name.endswith((".tmp", ".part", ".ffconcat"))]
+    assert not leftovers and not [p for p in run.rglob("*") if p.is_file() and p.stat().st_size == 0]
+    monkeypatch.setattr(rundir, "_write_png", write_png)  # space was freed
+    assert resume(run, RenderOptions()).finished
+    full, again = frames_of(tmp_path / "full" / "video.mp4"), frames_of(run / "video.mp4")
+    assert len(again) == len(full) == 16
+    for index, (a, b) in enumerate(zip(full, again, strict=True)):
+        assert np.array_equal(a, b), f"frame {index} differs"
+
+
+def test_a_preview_shows_the_camera_motion_only(tmp_path: Path) -> None:
+    """No colour matching, contrast, noise or sharpening in a preview: they pile up without diffusion."""
+    zoom = {"zoom": "0:(1.03)", "angle": "0:(1)"}
+    effects = settings_file(
+        tmp_path, max_frames=40, schedules={**zoom, "noise": "0:(0.06)", "contrast": "0:(0.95)",
+                                            "antiblur_amount": "0:(0.5)"},
+        color_coherence={"space": "lab"},
+    )  # fmt: skip
+    render_settings(effects, RenderOptions(out=tmp_path / "effects", preview=True, save_frames=True))
+    plain = settings_file(tmp_path, max_frames=40, schedules=zoom, color_coherence=None)
+    render_settings(plain, RenderOptions(out=tmp_path / "warp", preview=True, save_frames=True))
+    with_effects, warped = _pngs(tmp_path / "effects"), _pngs(tmp_path / "warp")
+    for index in (10, 39):
+        a, b = with_effects[index].astype(float), warped[index].astype(float)
+        assert np.abs(a.reshape(-1, 3).mean(0) - b.reshape(-1, 3).mean(0)).max() < 2, f"frame {index}"
+        saturation = [np.ptp(image, axis=2).mean() for image in (a, b)]
+        assert abs(saturation[0] - saturation[1]) < 2, f"frame {index}"
