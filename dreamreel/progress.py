@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 
@@ -29,7 +38,7 @@ class RichProgress:
             transient=False,
         )
         self._description = description
-        self._task: int | None = None
+        self._task: TaskID | None = None
         self.started = 0.0
 
     def start(self, total: int, *, completed: int = 0) -> None:

@@ -19,7 +19,7 @@ def make_test_card(width: int, height: int) -> Image:
     step = max(8, min(width, height) // 8)
     card[(x.astype(int) % step) < 2] = 230
     card[(y.astype(int) % step) < 2] = 230
-    image = np.clip(card, 0, 255).astype(np.uint8)
+    image: Image = np.clip(card, 0, 255).astype(np.uint8)
     center = (width // 2, height // 2)
     for radius, color in ((min(width, height) // 3, (255, 255, 255)), (min(width, height) // 5, (20, 20, 20))):
         cv2.circle(image, center, radius, color, thickness=max(2, radius // 12), lineType=cv2.LINE_AA)

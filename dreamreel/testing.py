@@ -26,9 +26,13 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
+
+# mypy resolves these names to diffusers' placeholder (dummy) classes, from the TYPE_CHECKING branch of
+# diffusers/__init__.py: they lack the real classes' attributes and annotations. The `type: ignore`s marked
+# "diffusers dummy class" below are for that.
 from diffusers import (
     AutoencoderKL,
     AutoencoderTiny,
@@ -73,7 +77,7 @@ def tiny_tokenizer(directory: Path) -> CLIPTokenizer:
 
 def _tiny_unet(sd1_layout: bool) -> UNet2DConditionModel:
     if sd1_layout:
-        return UNet2DConditionModel(
+        return UNet2DConditionModel(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
             block_out_channels=(32, 32, 64, 64),
             layers_per_block=2,
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
@@ -82,7 +86,7 @@ def _tiny_unet(sd1_layout: bool) -> UNet2DConditionModel:
             attention_head_dim=8,
             sample_size=8,
         )
-    return UNet2DConditionModel(
+    return UNet2DConditionModel(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
         block_out_channels=(32, 64),
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -94,7 +98,7 @@ def _tiny_unet(sd1_layout: bool) -> UNet2DConditionModel:
 
 
 def _tiny_vae(sd1_layout: bool) -> AutoencoderKL:
-    return AutoencoderKL(
+    return AutoencoderKL(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
         block_out_channels=(32, 32, 64, 64) if sd1_layout else (32, 32, 32, 32),
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
@@ -130,10 +134,10 @@ def tiny_pipeline(*, sd1_layout: bool = False) -> StableDiffusionPipeline:
     vae = _tiny_vae(sd1_layout)
     torch.manual_seed(0)
     text_encoder = _tiny_text_encoder(tokenizer)
-    scheduler = PNDMScheduler(
+    scheduler = PNDMScheduler(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
     )
-    return StableDiffusionPipeline(
+    return StableDiffusionPipeline(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -160,7 +164,7 @@ def tiny_controlnet(unet: UNet2DConditionModel, *, seed: int = 1) -> ControlNetM
         for module in zero_modules:
             module.weight.normal_(0.0, 0.05, generator=generator)
             module.bias.zero_()
-    return controlnet
+    return cast(ControlNetModel, controlnet)  # from_unet is Any on diffusers' dummy class
 
 
 def save_tiny_model(
@@ -182,10 +186,10 @@ def save_tiny_model(
         if not _NAME.match(name):
             raise ValueError(f"ControlNet name {name!r} must be letters, digits, '_', '-' or '.'")
     pipe = tiny_pipeline(sd1_layout=sd1_layout)
-    pipe.save_pretrained(path, safe_serialization=True)
+    pipe.save_pretrained(path, safe_serialization=True)  # type: ignore[attr-defined]  # diffusers dummy class
     for index, name in enumerate(controlnets):
         cn_dir = path / f"controlnet-{name}"
-        tiny_controlnet(pipe.unet, seed=index + 1).save_pretrained(cn_dir, safe_serialization=True)
+        tiny_controlnet(pipe.unet, seed=index + 1).save_pretrained(cn_dir, safe_serialization=True)  # type: ignore[attr-defined]  # diffusers dummy class
     logger.info("saved a tiny model to %s", path)
     return path
 
@@ -269,9 +273,9 @@ def vae_key_to_ldm(key: str, levels: int) -> str:
 
 def vae_to_ldm(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
     """The VAE's weights in LDM layout (no prefix); attention projections become 1x1 convolutions."""
-    levels = len(vae.config.block_out_channels)
+    levels = len(vae.config.block_out_channels)  # type: ignore[attr-defined]  # diffusers dummy class
     out = {}
-    for key, value in vae.state_dict().items():
+    for key, value in vae.state_dict().items():  # type: ignore[attr-defined]  # diffusers dummy class
         name = vae_key_to_ldm(key, levels)
         if ".mid.attn_1." in name and name.endswith(".weight") and value.ndim == 2:
             value = value[:, :, None, None]
@@ -283,11 +287,11 @@ def ldm_state_dict(
     unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel
 ) -> dict[str, torch.Tensor]:
     """Combine the three models into one A1111/LDM checkpoint state dict."""
-    lpb = unet.config.layers_per_block
-    has_attention = [name.startswith("CrossAttn") for name in unet.config.up_block_types]
+    lpb = unet.config.layers_per_block  # type: ignore[attr-defined]  # diffusers dummy class
+    has_attention = [name.startswith("CrossAttn") for name in unet.config.up_block_types]  # type: ignore[attr-defined]  # diffusers dummy class
     out = {
         "model.diffusion_model." + unet_key_to_ldm(k, lpb, has_attention): v.contiguous()
-        for k, v in unet.state_dict().items()
+        for k, v in unet.state_dict().items()  # type: ignore[attr-defined]  # diffusers dummy class
     }
     out.update({"first_stage_model." + k: v for k, v in vae_to_ldm(vae).items()})
     for key, value in text_encoder.state_dict().items():
@@ -298,10 +302,10 @@ def ldm_state_dict(
 
 def controlnet_to_ldm(controlnet: ControlNetModel) -> dict[str, torch.Tensor]:
     """The ControlNet's weights in sd-webui-controlnet's layout (``control_model.*``)."""
-    lpb = controlnet.config.layers_per_block
-    last_hint = 2 * (len(controlnet.controlnet_cond_embedding.blocks) + 1)
+    lpb = controlnet.config.layers_per_block  # type: ignore[attr-defined]  # diffusers dummy class
+    last_hint = 2 * (len(controlnet.controlnet_cond_embedding.blocks) + 1)  # type: ignore[attr-defined]  # diffusers dummy class
     out = {}
-    for key, value in controlnet.state_dict().items():
+    for key, value in controlnet.state_dict().items():  # type: ignore[attr-defined]  # diffusers dummy class
         head, _, rest = key.partition(".")
         if head == "controlnet_cond_embedding":
             part, _, tail = rest.partition(".")
@@ -342,7 +346,7 @@ def save_tiny_single_file(
     """
     path = Path(path)
     if model_dir is not None:
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = StableDiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
             model_dir, local_files_only=True, safety_checker=None, requires_safety_checker=False
         )
     else:
@@ -360,9 +364,9 @@ def save_tiny_single_file(
 
 def _models_of(model: Path | str | DiffusionPipeline) -> tuple[UNet2DConditionModel, CLIPTextModel]:
     if isinstance(model, DiffusionPipeline):
-        return copy.deepcopy(model.unet), copy.deepcopy(model.text_encoder)
+        return copy.deepcopy(model.unet), copy.deepcopy(model.text_encoder)  # type: ignore[attr-defined]  # diffusers dummy class
     folder = Path(model)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True)
     return unet, text_encoder
 
@@ -387,7 +391,7 @@ def save_tiny_lora(
     Returns:
         The ``.safetensors`` file written; ``pipe.load_lora_weights`` accepts it or its folder.
     """
-    from diffusers.utils import convert_state_dict_to_diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers  # type: ignore[attr-defined, unused-ignore]  # re-exported implicitly
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
@@ -395,7 +399,7 @@ def save_tiny_lora(
     folder, weight_name = (path.parent, path.name) if path.suffix == ".safetensors" else (path, None)
     unet, encoder = _models_of(model)
     torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))  # type: ignore[attr-defined]  # diffusers dummy class
     layers: dict[str, Any] = {"unet_lora_layers": unet}
     if text_encoder:
         encoder.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj"]))
@@ -406,7 +410,7 @@ def save_tiny_lora(
             for name, param in module.named_parameters():
                 if "lora_B" in name:
                     param.normal_(0.0, 0.1, generator=generator)
-    state = {key: convert_state_dict_to_diffusers(get_peft_model_state_dict(m)) for key, m in layers.items()}
+    state = {key: convert_state_dict_to_diffusers(get_peft_model_state_dict(m)) for key, m in layers.items()}  # type: ignore[no-untyped-call, unused-ignore]  # unannotated in diffusers
     StableDiffusionPipeline.save_lora_weights(folder, weight_name=weight_name, safe_serialization=True, **state)
     return folder / (weight_name or "pytorch_lora_weights.safetensors")
 
@@ -447,10 +451,10 @@ def save_tiny_vae(
     torch.manual_seed(seed)
     vae = _tiny_vae(sd1_layout)
     if path.suffix != ".safetensors":
-        vae.save_pretrained(path, safe_serialization=True)
+        vae.save_pretrained(path, safe_serialization=True)  # type: ignore[attr-defined]  # diffusers dummy class
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = vae_to_ldm(vae) if layout == "ldm" else {k: v.contiguous() for k, v in vae.state_dict().items()}
+    state = vae_to_ldm(vae) if layout == "ldm" else {k: v.contiguous() for k, v in vae.state_dict().items()}  # type: ignore[attr-defined]  # diffusers dummy class
     save_file(state, str(path))
     return path
 
@@ -458,14 +462,14 @@ def save_tiny_vae(
 def save_tiny_taesd(path: Path | str, *, seed: int = 0) -> Path:
     """Save a tiny random ``AutoencoderTiny`` (TAESD-like, scale factor 8) as a diffusers folder."""
     torch.manual_seed(seed)
-    taesd = AutoencoderTiny(
+    taesd = AutoencoderTiny(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
         encoder_block_out_channels=(8, 8, 8, 8),
         decoder_block_out_channels=(8, 8, 8, 8),
         num_encoder_blocks=(1, 1, 1, 1),
         num_decoder_blocks=(1, 1, 1, 1),
         latent_channels=4,
     )
-    taesd.save_pretrained(Path(path), safe_serialization=True)
+    taesd.save_pretrained(Path(path), safe_serialization=True)  # type: ignore[attr-defined]  # diffusers dummy class
     return Path(path)
 
 
@@ -501,7 +505,7 @@ def save_tiny_depth_model(path: Path | str, *, seed: int = 0) -> Path:
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DPTForDepthEstimation(config).eval()
+        model = DPTForDepthEstimation(config).eval()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated in transformers
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear):
                 module.reset_parameters()
@@ -533,7 +537,7 @@ def tiny_annotator_network(part: str, *, seed: int = 0) -> torch.nn.Module:
         raise ValueError(f"unknown annotator network {part!r}; use one of {', '.join(ANNOTATOR_FILES)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return new_annotator_network(part)  # type: ignore[arg-type]
+        return new_annotator_network(part)
 
 
 def save_tiny_annotators(

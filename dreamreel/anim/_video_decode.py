@@ -11,6 +11,7 @@ timestamp ffmpeg's ``showinfo`` filter printed for it. The public API built on t
 from __future__ import annotations
 
 import collections
+import io
 import logging
 import os
 import queue
@@ -179,9 +180,9 @@ class _Decoder:
 
     def read(self) -> tuple[int, Image] | None:
         """The next delivered frame as (source frame number, image), or None at the end of the video."""
-        assert self._proc.stdout is not None
+        assert isinstance(self._proc.stdout, io.BufferedReader)  # stdout=PIPE, binary, buffered
         buffer = np.empty(self._frame_bytes, dtype=np.uint8)
-        view, got = memoryview(buffer), 0
+        view, got = buffer.data, 0
         while got < self._frame_bytes:
             count = self._proc.stdout.readinto(view[got:])
             if not count:

@@ -100,11 +100,11 @@ def tween(previous: Image, following: Image, weight: float) -> Image:
         return previous.copy()
     if weight == 1.0:
         return following.copy()
-    return cv2.addWeighted(previous, 1.0 - weight, following, weight, 0.0)
+    return np.asarray(cv2.addWeighted(previous, 1.0 - weight, following, weight, 0.0), np.uint8)
 
 
 def _gray(image: Image) -> NDArray[np.uint8]:
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), np.uint8)
 
 
 def flow(a: Image, b: Image, method: str = "dis_medium") -> Flow:
@@ -135,10 +135,10 @@ def flow(a: Image, b: Image, method: str = "dis_medium") -> Flow:
             flags=0,
         )
     else:
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         if name == "dis_fine":
             dis.setFinestScale(0)
-        result = dis.calc(_gray(a), _gray(b), None)
+        result = dis.calc(_gray(a), _gray(b), None)  # type: ignore[call-overload]  # cv2 stubs: flow may be None
     return np.ascontiguousarray(result, dtype=np.float32)
 
 
@@ -176,7 +176,8 @@ def warp_by_flow(image: Image, flow: Flow, factor: float = 1.0) -> Image:
     if factor == 0.0:
         return image.copy()
     coordinates = cv2.scaleAdd(np.asarray(flow, dtype=np.float32), -factor, _pixel_grid(height, width))
-    return cv2.remap(image, coordinates, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    warped = cv2.remap(image, coordinates, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return np.asarray(warped, np.uint8)
 
 
 def flow_tween(

@@ -123,7 +123,7 @@ class ColorMatcher:
         self.space: ColorSpace = normalize_color_space(space)
         self.exact = bool(exact) and self.space != "rgb"
         self._spec = COLOR_SPACES[self.space]
-        scale, offset = np.float32(self._spec.scale), np.float32(self._spec.offset)
+        scale, offset = np.asarray(self._spec.scale, np.float32), np.asarray(self._spec.offset, np.float32)
         self._encode = np.concatenate([np.diag(scale), offset[:, None]], axis=1).astype(np.float32)
         self._scale = np.asarray(self._spec.scale, dtype=np.float64)
         counts = _histograms(self._encoded(reference)[0])
@@ -138,9 +138,12 @@ class ColorMatcher:
     def _encoded(self, image: Image) -> tuple[NDArray[np.uint8], NDArray[np.float32] | None]:
         """The image's 8-bit encoding in the space, and (exact mode) its float32 values there."""
         if not self.exact:
-            return (image if self._spec.to_u8 is None else cv2.cvtColor(image, self._spec.to_u8)), None
-        values = cv2.cvtColor(cv2.LUT(image, _TO_UNIT), self._spec.to_float)
-        return cv2.convertScaleAbs(cv2.transform(values, self._encode)), values
+            if self._spec.to_u8 is None:
+                return image, None
+            return np.asarray(cv2.cvtColor(image, self._spec.to_u8), np.uint8), None
+        assert self._spec.to_float is not None  # exact mode is never "rgb"
+        values = np.asarray(cv2.cvtColor(cv2.LUT(image, _TO_UNIT), self._spec.to_float), np.float32)
+        return np.asarray(cv2.convertScaleAbs(cv2.transform(values, self._encode)), np.uint8), values
 
     def _mapped(self, counts: NDArray[np.float64], strength: float) -> NDArray[np.float64]:
         """(256, 3) target level of every level, as floats."""
@@ -189,13 +192,14 @@ class ColorMatcher:
             if np.array_equal(table[present], _LEVELS_U8[present]):
                 return image.copy()
             out = cv2.LUT(encoded, table[:, None, :])
-            return out if self._spec.from_u8 is None else cv2.cvtColor(out, self._spec.from_u8)
+            return np.asarray(out if self._spec.from_u8 is None else cv2.cvtColor(out, self._spec.from_u8), np.uint8)
         offsets = (mapped - _LEVELS_F[:, None]) / self._scale  # in float-space units
         if not offsets[present].any():
             return image.copy()
         cv2.add(values, cv2.LUT(encoded, offsets.astype(np.float32)[:, None, :]), dst=values)
+        assert self._spec.from_float is not None  # values is None in "rgb"
         rgb = cv2.cvtColor(values, self._spec.from_float)
-        return cv2.addWeighted(rgb, 255.0, rgb, 0.0, 0.0, dtype=cv2.CV_8U)
+        return np.asarray(cv2.addWeighted(rgb, 255.0, rgb, 0.0, 0.0, dtype=cv2.CV_8U), np.uint8)
 
 
 def match_colors(image: Image, reference: Image, space: str = "lab", strength: float = 1.0) -> Image:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from dreamreel.anim.warp2d import check_image
+from dreamreel.anim.images import check_image
 from dreamreel.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -138,7 +138,8 @@ class TransformersDepth:
         except ImportError as error:  # pragma: no cover - transformers is a dependency
             raise MissingDependencyError("transformers", "Depth estimation for the 3D warp") from error
         try:
-            processor = AutoImageProcessor.from_pretrained(source, local_files_only=True)
+            # transformers leaves AutoImageProcessor.from_pretrained unannotated
+            processor = AutoImageProcessor.from_pretrained(source, local_files_only=True)  # type: ignore[no-untyped-call, unused-ignore]
             model = AutoModelForDepthEstimation.from_pretrained(source, local_files_only=True, dtype=dtype)
         except (OSError, ValueError, KeyError) as error:
             if Path(source).is_dir():
@@ -162,5 +163,5 @@ class TransformersDepth:
             outputs["predicted_depth"] = outputs.predicted_depth.float()
             extra = {"source_sizes": [(height, width)]} if self._needs_source_sizes else {}
             result = self.processor.post_process_depth_estimation(outputs, target_sizes=[(height, width)], **extra)
-        depth = result[0]["predicted_depth"].reshape(height, width)
+        depth: torch.Tensor = result[0]["predicted_depth"].reshape(height, width)
         return depth.cpu().numpy().astype(np.float32, copy=False)

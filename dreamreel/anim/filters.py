@@ -63,7 +63,7 @@ def adjust_contrast(image: Image, factor: float) -> Image:
     if factor == 1.0:
         return image.copy()
     # saturate(round(|x * factor|)); factor >= 0, so the absolute value changes nothing.
-    return cv2.convertScaleAbs(image, alpha=factor)
+    return np.asarray(cv2.convertScaleAbs(image, alpha=factor), np.uint8)
 
 
 def odd_kernel(kernel: float) -> int:
@@ -102,7 +102,7 @@ def unsharp_mask(image: Image, *, amount: float, kernel: float = 5, sigma: float
     if amount == 0.0 or size == 1 or threshold > 255:
         return image.copy()
     blurred = cv2.GaussianBlur(image, (size, size), sigma, borderType=cv2.BORDER_REFLECT_101)
-    sharp = cv2.addWeighted(image, 1.0 + amount, blurred, -amount, 0.0)
+    sharp = np.asarray(cv2.addWeighted(image, 1.0 + amount, blurred, -amount, 0.0), np.uint8)
     if threshold > 0:
         # Integer differences: |d| < t  <=>  |d| < ceil(t); 256 is out of uint8 range, handled above.
         # Compared per channel value with numpy: OpenCV 5's cv2.compare against a scalar tests channel 0 only.

@@ -88,7 +88,7 @@ class Motion2D:
         combined = np.eye(3)
         for row in rows:
             combined = self.matrix(row) @ combined
-        return warp_with_matrix(image, np.linalg.inv(combined), border=self.border)
+        return warp_with_matrix(image, np.asarray(np.linalg.inv(combined), np.float64), border=self.border)
 
 
 class Motion3D:

@@ -208,7 +208,7 @@ def _field_rows(
     for octave, (along_x, along_y) in zip(geometry.octaves, factors, strict=True):
         parts += [along_x[octave.rows[batches]], along_y[octave.rows[batches]]]
     parts.append(geometry.ones[batches])
-    field = np.matmul(geometry.weights_y[batches], np.concatenate(parts, axis=1))
+    field: NDArray[np.float32] = np.matmul(geometry.weights_y[batches], np.concatenate(parts, axis=1))
     return field.reshape(-1, field.shape[-1])
 
 
@@ -278,7 +278,8 @@ def _noise(
     rng = np.random.default_rng(int(seed))
     if kind == "uniform":
         noise = cv2.LUT(_random_bytes(rng, (height, width, 3)), _GAUSS_U8)
-        return noise if image is None else cv2.addWeighted(image, 1.0 - amount, noise, amount, 0.0, dst=noise)
+        mixed = noise if image is None else cv2.addWeighted(image, 1.0 - amount, noise, amount, 0.0, dst=noise)
+        return np.asarray(mixed, np.uint8)
     geometry = _geometry(height, width, *perlin)
     factors = _gradient_factors(geometry, rng)
     uniform = _random_bytes(rng, (height, width, 3))

@@ -73,18 +73,18 @@ def _grid(height: int, width: int) -> NDArray[np.float32]:
 
 def _source_points(backward: Flow) -> NDArray[np.float32]:
     height, width = backward.shape[:2]
-    return cv2.add(_grid(height, width), np.asarray(backward, dtype=np.float32))
+    return np.asarray(cv2.add(_grid(height, width), np.asarray(backward, dtype=np.float32)), np.float32)
 
 
 def _inside(points: NDArray[np.float32]) -> NDArray[np.uint8]:
     """255 where a point lies inside the frame, else 0."""
     height, width = points.shape[:2]
-    return cv2.inRange(points, (0.0, 0.0), (float(width - 1), float(height - 1)))
+    return np.asarray(cv2.inRange(points, (0.0, 0.0), (float(width - 1), float(height - 1))), np.uint8)
 
 
 def _squared_length(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     x, y = cv2.split(vectors)
-    return cv2.add(cv2.multiply(x, x), cv2.multiply(y, y))
+    return np.asarray(cv2.add(cv2.multiply(x, x), cv2.multiply(y, y)), np.float32)
 
 
 def consistency_mask(forward: Flow, backward: Flow, threshold: float = 1.0) -> Mask:
@@ -112,15 +112,19 @@ def consistency_mask(forward: Flow, backward: Flow, threshold: float = 1.0) -> M
         raise SettingsError(f"the consistency threshold must be a positive number of pixels; got {threshold!r}.")
     backward = np.asarray(backward, dtype=np.float32)
     points = _source_points(backward)
-    forward_at_source = cv2.remap(
-        np.asarray(forward, dtype=np.float32), points, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    forward_at_source = np.asarray(
+        cv2.remap(
+            np.asarray(forward, dtype=np.float32), points, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        ),
+        np.float32,
     )
-    error = _squared_length(cv2.add(backward, forward_at_source))
+    error = _squared_length(np.asarray(cv2.add(backward, forward_at_source), np.float32))
     motion = cv2.add(_squared_length(backward), _squared_length(forward_at_source))
     allowed = cv2.addWeighted(motion, _RELATIVE, motion, 0.0, float(threshold) ** 2)
     trusted = cv2.bitwise_and(cv2.compare(error, allowed, cv2.CMP_LE), _inside(points))
     trusted = cv2.erode(trusted, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    return cv2.blur(trusted.astype(np.float32) * np.float32(1 / 255), (5, 5), borderType=cv2.BORDER_REPLICATE)
+    mask = cv2.blur(trusted.astype(np.float32) * np.float32(1 / 255), (5, 5), borderType=cv2.BORDER_REPLICATE)
+    return np.asarray(mask, np.float32)
 
 
 def _check_blend(blend: float) -> float:
@@ -179,7 +183,7 @@ def flow_guided_init(
     trust = consistency_mask(forward, backward, consistency_threshold)
     if weight != 1.0:
         trust *= np.float32(weight)
-    return cv2.blendLinear(warped, current_input, trust, 1.0 - trust)
+    return np.asarray(cv2.blendLinear(warped, current_input, trust, 1.0 - trust), np.uint8)
 
 
 class FlickerMeter:

@@ -150,7 +150,7 @@ def resize_frame(image: Image, width: int, height: int, mode: str = "just_resize
         fitted = _resize(image, fit_w, fit_h)
         top, left = (height - fit_h) // 2, (width - fit_w) // 2
         bottom, right = height - fit_h - top, width - fit_w - left
-        return cv2.copyMakeBorder(fitted, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        return np.asarray(cv2.copyMakeBorder(fitted, top, bottom, left, right, cv2.BORDER_REPLICATE), np.uint8)
     return _resize(image, width, height)
 
 
@@ -159,7 +159,8 @@ def _resize(image: Image, width: int, height: int) -> Image:
     if (src_w, src_h) == (width, height):
         return np.ascontiguousarray(image)
     shrink = width <= src_w and height <= src_h
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+    return np.asarray(resized, np.uint8)
 
 
 def _target_size(selection: VideoSelection, src_w: int, src_h: int) -> tuple[int, int, str | None]:
@@ -215,7 +216,7 @@ class VideoSource:
         self.variable_frame_rate = line.variable
         self.notices = tuple(notices)
         self._decoder: _Decoder | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[], VideoSource] | None = None
         self._next = 0  # selection index the open decoder delivers next
         self._seek_ok = True
         self._last: Image | None = None

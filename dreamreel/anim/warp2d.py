@@ -117,8 +117,8 @@ def motion_matrix_2d(
     )
     # Deforum's values pass through float32 (OpenCV's Point2f centre, its np.float32 translation
     # matrix); rounding them the same way keeps the matrix equal to Deforum's to ~1e-12.
-    cx, cy = (float(value) for value in np.float32([width * transform_center_x, height * transform_center_y]))
-    tx, ty = (float(value) for value in np.float32([translation_x, translation_y]))
+    cx, cy = (float(value) for value in np.array([width * transform_center_x, height * transform_center_y], np.float32))
+    tx, ty = (float(value) for value in np.array([translation_x, translation_y], np.float32))
     radians = math.radians(angle)
     a, b = zoom * math.cos(radians), zoom * math.sin(radians)
     rotate = np.array(
@@ -162,9 +162,9 @@ def _flip_matrix(theta: float, phi: float, gamma: float, fv: float, width: int, 
     target = ((ndc + 1.0) * (side / 2.0)).astype(np.float32)
     corner_map = cv2.getPerspectiveTransform(source, target)
     # Deforum builds this post-translation in float32; keep its rounding.
-    shift = np.float32([(width - side) / 2.0, (height - side) / 2.0]).astype(np.float64)
+    shift = np.array([(width - side) / 2.0, (height - side) / 2.0], np.float32).astype(np.float64)
     post = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]], [0.0, 0.0, 1.0]])
-    result = corner_map @ post
+    result = np.asarray(corner_map @ post, dtype=np.float64)
     result.setflags(write=False)
     return result
 
@@ -208,7 +208,8 @@ def _integer_shift(image: Image, dx: int, dy: int, border: str) -> Image:
     dx = max(-(width - 1), min(width - 1, dx))
     dy = max(-(height - 1), min(height - 1, dy))
     crop = image[max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)]
-    return cv2.copyMakeBorder(crop, max(0, dy), max(0, -dy), max(0, dx), max(0, -dx), cv2.BORDER_REPLICATE)
+    shifted = cv2.copyMakeBorder(crop, max(0, dy), max(0, -dy), max(0, dx), max(0, -dx), cv2.BORDER_REPLICATE)
+    return np.asarray(shifted, np.uint8)
 
 
 def warp_with_matrix(image: Image, matrix: Matrix, *, border: Border = "replicate") -> Image:
@@ -259,7 +260,7 @@ def _warp_rgba(image: Image, matrix: Matrix, *, affine: bool, flag: int) -> Imag
         cv2.warpAffine(source, matrix[:2], (width, height), dst=warped, flags=cv2.INTER_LINEAR, borderMode=flag)
     else:
         cv2.warpPerspective(source, matrix, (width, height), dst=warped, flags=cv2.INTER_LINEAR, borderMode=flag)
-    return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
+    return np.asarray(cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), np.uint8)
 
 
 def warp_2d(

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from dreamreel.anim.warp2d import check_image
+from dreamreel.anim.images import check_image
 from dreamreel.errors import SettingsError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def rotation_matrix_3d(rotation_deg: Sequence[float]) -> NDArray[np.float64]:
     rot_x = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
     rot_y = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
     rot_z = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
-    return rot_x @ rot_y @ rot_z
+    rotation: NDArray[np.float64] = rot_x @ rot_y @ rot_z
+    return rotation
 
 
 @functools.lru_cache(maxsize=8)
@@ -304,5 +305,5 @@ def depth_to_z(depth: NDArray[np.floating] | torch.Tensor, *, inverse: bool = Tr
     cdf = np.append(cdf, 1.0)
     low_cdf = cdf[index]
     equalized = low_cdf + (scaled - index) * (cdf[index + 1] - low_cdf)
-    z = 2.0 - equalized if inverse else equalized + 1.0
+    z: NDArray[np.float64] = 2.0 - equalized if inverse else equalized + 1.0
     return z.astype(np.float32)

@@ -143,12 +143,15 @@ def _aux(module: str) -> ModuleType:
 
 def new_annotator_network(part: AnnotatorPart) -> torch.nn.Module:
     """A detector network with PyTorch's default (random) initialisation, in eval mode."""
+    network: torch.nn.Module  # a dynamically imported module's attributes are Any to mypy
     if part == "hed":
-        return _aux("hed").ControlNetHED_Apache2().eval()
-    if part == "face":
-        return _aux("open_pose.face").FaceNet().eval()
-    model = _aux("open_pose.model")
-    return (model.bodypose_model() if part == "body" else model.handpose_model()).eval()
+        network = _aux("hed").ControlNetHED_Apache2()
+    elif part == "face":
+        network = _aux("open_pose.face").FaceNet()
+    else:
+        model = _aux("open_pose.model")
+        network = model.bodypose_model() if part == "body" else model.handpose_model()
+    return network.eval()
 
 
 def _strips_first_name(part: AnnotatorPart) -> bool:

@@ -82,7 +82,7 @@ def normalize_resize_mode(mode: str | int, *, key: str | None = None) -> ResizeM
         return _BY_INDEX[int(words)]
     canonical = words.replace(" ", "_")
     if canonical in RESIZE_MODES:
-        return canonical  # type: ignore[return-value]
+        return canonical
     if words in _SPELLINGS:
         return _SPELLINGS[words]
     hint = did_you_mean(text, [*RESIZE_MODES, "Just Resize", "Crop and Resize", "Resize and Fill"])
@@ -119,12 +119,12 @@ def scale_map(image: NDArray[np.uint8], width: int, height: int) -> NDArray[np.u
     else:  # one axis shrinks, the other grows: one pass per axis
         out = cv2.resize(image, (width, old_h), interpolation=x_interp)
         out = cv2.resize(out, (width, height), interpolation=y_interp)
-    return out.reshape(height, width, 3)
+    return np.asarray(out, np.uint8).reshape(height, width, 3)
 
 
 def _border_median(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]], axis=0)
-    return np.median(border, axis=0).astype(np.uint8)
+    return np.asarray(np.median(border, axis=0)).astype(np.uint8)
 
 
 def resize_map(

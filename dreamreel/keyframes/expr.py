@@ -180,5 +180,5 @@ def evaluate(
     result = np.asarray(result)
     if np.iscomplexobj(result):
         raise ScheduleError(f"{expr.strip()!r} gives a complex number", name=name, text=text, column=offset)
-    shape = np.shape(local["t"])
+    shape = np.shape(variables.t)
     return np.broadcast_to(result.astype(np.float64, copy=False), shape).copy() if shape else result.astype(np.float64)

@@ -65,7 +65,8 @@ def resolve_frame_key(
         raise ScheduleError("missing frame number before ':'", name=name, text=text, column=at)
     if _INTEGER.fullmatch(body):
         if len(body.lstrip("+-").lstrip("0")) > _MAX_KEY_DIGITS:  # beyond any run; int() would refuse the text
-            return -(10**_MAX_KEY_DIGITS) if body.startswith("-") else 10**_MAX_KEY_DIGITS
+            beyond: int = 10**_MAX_KEY_DIGITS
+            return -beyond if body.startswith("-") else beyond
         return int(body)
     if _DECIMAL.fullmatch(body):
         raise ScheduleError(
@@ -81,11 +82,14 @@ def resolve_frame_key(
                 f"key {body!r} is in {'seconds' if unit == 's' else 'beats'}, which needs a positive 'fps' setting",
                 name=name, text=text, column=at,
             )  # fmt: skip
-        if unit == "b" and (bpm is None or bpm <= 0):
+        if unit == "s":
+            frames = amount * fps
+        elif bpm is None or bpm <= 0:
             raise ScheduleError(
                 f"key {body!r} is in beats, which needs a positive 'bpm' setting", name=name, text=text, column=at
             )
-        frames = amount * fps if unit == "s" else amount * 60.0 / bpm * fps
+        else:
+            frames = amount * 60.0 / bpm * fps
         if not math.isfinite(frames):
             raise ScheduleError(f"frame key {body!r} gives frame {frames}", name=name, text=text, column=at)
         return math.floor(frames + 0.5)

@@ -67,7 +67,7 @@ from __future__ import annotations
 import inspect
 import logging
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -238,7 +238,7 @@ class CrossFrameAttnProcessor:
     def __init__(self, name: str, state: CrossFrameState, original: Any) -> None:
         self.name = name
         self.state = state
-        self.original = original
+        self.original: Callable[..., torch.Tensor] = original
         parameters = inspect.signature(original.__call__).parameters
         self._takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
         self._accepts = frozenset(parameters)

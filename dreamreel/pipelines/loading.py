@@ -191,7 +191,10 @@ def pipeline_class(family: Family, *, controlnet: bool = False) -> type[Diffusio
     import diffusers
 
     xl = "XL" if family == "sdxl" else ""
-    return getattr(diffusers, f"StableDiffusion{xl}{'ControlNet' if controlnet else ''}Pipeline")
+    cls: type[DiffusionPipeline] = getattr(
+        diffusers, f"StableDiffusion{xl}{'ControlNet' if controlnet else ''}Pipeline"
+    )
+    return cls
 
 
 def _load_vae_folder(path: Path, dtype: torch.dtype) -> AutoencoderKL | AutoencoderTiny:
@@ -205,7 +208,9 @@ def _load_vae_folder(path: Path, dtype: torch.dtype) -> AutoencoderKL | Autoenco
         raise ModelLoadError(f"{path}: not a diffusers VAE folder (no readable config.json).") from exc
     cls = AutoencoderTiny if config.get("_class_name") == "AutoencoderTiny" else AutoencoderKL
     with _loading("VAE", path):
-        return cls.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        # mypy sees diffusers' unannotated dummy classes (diffusers/__init__.py's TYPE_CHECKING branch)
+        model: AutoencoderKL | AutoencoderTiny = cls.from_pretrained(path, local_files_only=True, torch_dtype=dtype)  # type: ignore[no-untyped-call, unused-ignore]
+        return model
 
 
 def _find_taesd(name: str, models_dir: Path | None) -> Path:
@@ -260,9 +265,10 @@ def load_vae(
     vae_config = Path(config) if config is not None else skeleton_dir(family)
     hint = " Is it a VAE for this model's family (SD 1.x/2.x VAEs differ from SDXL's)?"
     with _loading("VAE", path, hint):
-        return AutoencoderKL.from_single_file(
+        model: AutoencoderKL = AutoencoderKL.from_single_file(
             state, config=str(vae_config), subfolder="vae", local_files_only=True, torch_dtype=dtype
         )
+        return model
 
 
 def load_controlnet(
@@ -291,12 +297,15 @@ def load_controlnet(
     path = find_controlnet(str(name_or_path), models_dir, model_dir=model_dir)
     if path.is_dir():
         with _loading("ControlNet", path):
-            return ControlNetModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+            # mypy sees diffusers' unannotated dummy classes (diffusers/__init__.py's TYPE_CHECKING branch)
+            net: ControlNetModel = ControlNetModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype)  # type: ignore[no-untyped-call, unused-ignore]
+            return net
     if config is None:
         config = path.parent if (path.parent / "config.json").is_file() else controlnet_config_dir(family)
     state = safety.load_state_dict(path)
     with _loading("ControlNet", path, f" Is it a ControlNet for {family} models?"):
-        return ControlNetModel.from_single_file(state, config=str(config), local_files_only=True, torch_dtype=dtype)
+        net = ControlNetModel.from_single_file(state, config=str(config), local_files_only=True, torch_dtype=dtype)
+        return net
 
 
 def _family_of_pickle(path: Path) -> Family:
@@ -324,9 +333,10 @@ def _from_single_file(
         parts["vae"] = load_vae(vae, family=family, config=config_dir, models_dir=models_dir, dtype=dtype)
     hint = "" if config else " For a non-standard model, pass a diffusers folder of its architecture as config."
     with _loading("checkpoint", source.path, hint):
-        return cls.from_single_file(
+        pipe: DiffusionPipeline = cls.from_single_file(
             str(source.path), config=str(config_dir), local_files_only=True, torch_dtype=dtype, **parts
         )
+        return pipe
 
 
 def load_pipeline(
@@ -376,8 +386,13 @@ def load_pipeline(
         if vae is not None:
             parts["vae"] = load_vae(vae, family=family, config=source.path, models_dir=models_dir, dtype=dtype)
         with _loading("model", source.path):
-            pipe = cls.from_pretrained(source.path, local_files_only=True, torch_dtype=dtype, **parts)
+            # mypy sees diffusers' unannotated dummy classes (diffusers/__init__.py's TYPE_CHECKING branch)
+            pipe: DiffusionPipeline = cls.from_pretrained(  # type: ignore[no-untyped-call, unused-ignore]
+                source.path, local_files_only=True, torch_dtype=dtype, **parts
+            )
     else:
         pipe = _from_single_file(cls, source, family, parts, config, vae, models_dir, dtype)
     logger.info("loaded %s (%s, %s) as %s", source.path, family, source.kind, type(pipe).__name__)
-    return pipe.to(device)
+    # diffusers' dummy DiffusionPipeline (what mypy sees) has no `to`; the real one does
+    moved: DiffusionPipeline = pipe.to(device)  # type: ignore[attr-defined]
+    return moved

@@ -253,7 +253,7 @@ def make_scheduler(name: str, config: Mapping[str, Any]) -> SchedulerMixin:
     cls = getattr(diffusers, spec.scheduler)
     base = {k: v for k, v in config.items() if k not in _SAMPLER_KEYS and not k.startswith("_")}
     try:
-        scheduler = cls.from_config(base, **spec.options)
+        scheduler: SchedulerMixin = cls.from_config(base, **spec.options)
     except ImportError as exc:  # diffusers' dummy objects raise this for missing backends
         if not spec.requires:
             raise

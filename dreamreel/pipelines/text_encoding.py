@@ -157,11 +157,13 @@ def _hidden_states(ids: torch.Tensor, text_encoder: Any, clip_skip: int) -> torc
             key="clip_skip",
         )
     if clip_skip == 1:
-        return text_encoder(ids)[0]
+        last: torch.Tensor = text_encoder(ids)[0]
+        return last
     out = text_encoder(ids, output_hidden_states=True)
     # transformers >= 5.6 flattened CLIPTextModel: final_layer_norm is on the model itself.
     final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
-    return final_norm(out.hidden_states[-clip_skip])
+    normed: torch.Tensor = final_norm(out.hidden_states[-clip_skip])
+    return normed
 
 
 def _resolve(text_encoder: Any, device: Any, dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
@@ -259,13 +261,14 @@ def encode_blend(
     """
     if not parts:
         raise SettingsError("a prompt blend needs at least one (prompt, weight) part", key="prompt")
-    kwargs = {"clip_skip": clip_skip, "device": device, "dtype": torch.float32}
+    kwargs: dict[str, Any] = {"clip_skip": clip_skip, "device": device, "dtype": torch.float32}
     encoded = [encode_prompt(text, tokenizer, text_encoder, **kwargs) for text, _ in parts]
     chunks = max(e.shape[1] for e in encoded) // (CHUNK_TOKENS + 2)
     if any(e.shape[1] != encoded[0].shape[1] for e in encoded):
         empty = encode_prompt("", tokenizer, text_encoder, **kwargs)
         encoded = [pad_to_chunks(e, chunks, empty) for e in encoded]
     total = sum(float(weight) * e for e, (_, weight) in zip(encoded, parts, strict=True))
+    assert isinstance(total, torch.Tensor)  # parts is not empty
     out_device, out_dtype = _resolve(text_encoder, device, dtype)
     return total.to(device=out_device, dtype=out_dtype)
 

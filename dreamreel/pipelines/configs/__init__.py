@@ -248,5 +248,6 @@ def skeleton_components(family: Family, checkpoint: Path) -> dict[str, Any]:
         from diffusers import DDIMScheduler
 
         settings = DDIMScheduler.load_config(str(skeleton), subfolder="scheduler")
-        parts["scheduler"] = DDIMScheduler.from_config(settings, prediction_type="epsilon")
+        # mypy sees diffusers' unannotated dummy classes (diffusers/__init__.py's TYPE_CHECKING branch)
+        parts["scheduler"] = DDIMScheduler.from_config(settings, prediction_type="epsilon")  # type: ignore[no-untyped-call, unused-ignore]
     return parts
