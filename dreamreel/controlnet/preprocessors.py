@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,8 +41,9 @@ import numpy as np
 import torch
 
 from dreamreel.controlnet.resize import scale_map
-from dreamreel.errors import MissingDependencyError, ModelLoadError, SettingsError, did_you_mean
+from dreamreel.errors import MissingDependencyError, ModelLoadError, SettingsError
 from dreamreel.generation import Image
+from dreamreel.settings.preprocessor_names import PREPROCESSOR_ALIASES, canonical_preprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ _SPECS: dict[str, _Spec] = {
     "openpose_faceonly": _Spec("openpose", ("body", "face"), ("face",)),
     "openpose_full": _Spec("openpose", ("body", "hand", "face"), ("body", "hand", "face")),
 }
-_ALIASES = {"softedge_hed": "hed", "softedge_hedsafe": "hed_safe", "hedsafe": "hed_safe"}
+_ALIASES = PREPROCESSOR_ALIASES
 PREPROCESSOR_NAMES: tuple[str, ...] = tuple(_SPECS)
 """The canonical preprocessor names."""
 
@@ -108,19 +108,13 @@ _CANNY_DEFAULTS = {"low_threshold": 100, "high_threshold": 200}
 def canonical_name(name: str, *, key: str | None = None) -> str:
     """Return the canonical name of a preprocessor spelled the A1111 / Deforum / dreamreel way.
 
+    The names are :mod:`dreamreel.settings.preprocessor_names`' (checkable without torch); a test keeps them
+    equal to the detectors here.
+
     Raises:
         SettingsError: unknown name; the message suggests the closest names and lists them all.
     """
-    text = str(name).strip()
-    folded = re.sub(r"[\s-]+", "_", text.lower())
-    folded = _ALIASES.get(folded, folded)
-    if folded in _SPECS:
-        return folded
-    choices = [*_SPECS, *_ALIASES]
-    raise SettingsError(
-        f"unknown ControlNet preprocessor {text!r}.{did_you_mean(text, choices)} Available: {', '.join(choices)}.",
-        key=key,
-    )
+    return canonical_preprocessor(name, key=key)
 
 
 def required_weight_files(name: str) -> tuple[str, ...]:

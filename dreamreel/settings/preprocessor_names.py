@@ -43,7 +43,7 @@ def canonical_preprocessor(name: str, *, key: str | None = None) -> str:
         return folded
     choices = [*PREPROCESSOR_NAMES, *PREPROCESSOR_ALIASES]
     raise SettingsError(
-        f"the ControlNet preprocessor {text!r} is not supported.{did_you_mean(text, choices)} "
+        f"unknown ControlNet preprocessor {text!r}.{did_you_mean(text, choices)} "
         f"dreamreel supports: {', '.join(choices)}. With 'none', the unit's input images are the control maps "
         "as they are (give the matching ControlNet model), so depth or other maps made elsewhere can be used.",
         key=key,

@@ -89,7 +89,8 @@ DEFORUM_BAD = {
         ({}, "zoom at frame 0: is 0;"),  # the first bad key in table order
         ({"zoom": "0:(1)"}, "strength_schedule at frame 0: is 1.5;"),
         ({"zoom": "0:(1)", "strength_schedule": "0:(0.6)"}, "cfg_scale_schedule at frame 0: is -5;"),
-        ({"zoom": "0:(1)", "strength_schedule": "0:(0.6)", "cfg_scale_schedule": "0:(7)"}, "cn_1_module: the Control"),
+        ({"zoom": "0:(1)", "strength_schedule": "0:(0.6)", "cfg_scale_schedule": "0:(7)"},
+         "cn_1_module: unknown ControlNet preprocessor 'depth'"),
         ({"zoom": "0:(1)", "strength_schedule": "0:(0.6)", "cfg_scale_schedule": "0:(7)", "cn_1_module": "canny",
           "sampler": "Eular a"}, "sampler: unknown sampler 'Eular a'."),
     ],
@@ -127,7 +128,7 @@ def test_plan_of_a_bad_deforum_controlnet_module_exits_2_without_a_traceback(tmp
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"error: {bad}: cn_1_module: the ControlNet preprocessor 'reference_only'")
+    assert result.stderr.startswith(f"error: {bad}: cn_1_module: unknown ControlNet preprocessor 'reference_only'")
 
 
 def test_summary_names_the_model_actually_used() -> None:

@@ -157,14 +157,15 @@ def test_unsupported_preprocessor_names_cn_n_module_and_the_file(tmp_path: Path,
     with pytest.raises(SettingsError) as caught:
         resolve_file(tmp_path, data, "deforum.txt")
     message = str(caught.value)
-    assert message.startswith(f"{tmp_path / 'deforum.txt'}: cn_2_module: the ControlNet preprocessor {module!r}")
+    assert message.startswith(f"{tmp_path / 'deforum.txt'}: cn_2_module: unknown ControlNet preprocessor {module!r}")
     assert "dreamreel supports: none, canny" in message
     assert caught.value.key == "cn_2_module"
 
 
 def test_unsupported_preprocessor_in_a_native_file(tmp_path: Path) -> None:
     data = native_file("2D", {}, controlnet=[{"preprocessor": "openpose_full"}, {"preprocessor": "depth"}])
-    with pytest.raises(SettingsError, match=r"native\.json: controlnet\.1\.preprocessor: .* 'depth' is not supported"):
+    expected = r"native\.json: controlnet\.1\.preprocessor: unknown ControlNet preprocessor 'depth'"
+    with pytest.raises(SettingsError, match=expected):
         resolve_file(tmp_path, data, "native.json")
 
 
