@@ -140,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue an interrupted run")
     render.add_argument("--preview", action="store_true", help="motion preview: every step but the model (no GPU)")
     render.add_argument(
-        "--frames", type=_int_at_least(1), dest="max_frames", metavar="N", help="render only the first N frames"
+        "--frames",
+        type=_int_at_least(1),
+        dest="max_frames",
+        metavar="N",
+        help="render the first N frames of the full animation",
     )
     _add_output_options(render, out_help="run directory (default: runs/<settings name>-<time>)")
     _add_model_options(render)
