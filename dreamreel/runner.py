@@ -7,7 +7,6 @@ fail on user input runs before any model is loaded.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import shutil
 import time
@@ -26,24 +25,27 @@ from dreamreel.anim.rundir import RunDirectory, RunSink
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
 from dreamreel.anim.video import VideoOptions, preflight
-from dreamreel.errors import ModelLoadError, RenderError, SettingsError, refuse_url
+from dreamreel.errors import RenderError, SettingsError, refuse_url
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import ScheduleTable
 from dreamreel.plan import summary_lines
+from dreamreel.resuming import resume_options, settings_changed
+from dreamreel.runchecks import (
+    check_models,
+    check_samplers,
+    controlnet_models,
+    file_sha256,
+    find_depth_model,
+    fingerprint,
+    model_name,
+)
 from dreamreel.settings import Settings, load_settings, resolve_schedules, with_resolved_seed
 from dreamreel.testcard import make_test_card
 
 logger = logging.getLogger(__name__)
 
+
 # Deforum's depth algorithm names -> Hugging Face ids (looked up in the local cache only).
-DEPTH_MODELS = {
-    "midas-3-hybrid": "Intel/dpt-hybrid-midas",
-    "midas-3.1-beitlarge": "Intel/dpt-beit-large-512",
-    "dpt-large": "Intel/dpt-large",
-    "depth-anything": "depth-anything/Depth-Anything-V2-Small-hf",
-}
-
-
 @dataclass(frozen=True)
 class RenderOptions:
     """Everything ``dreamreel render`` takes besides the settings file."""
@@ -234,8 +236,8 @@ def resume(
             f"with --frames {options.max_frames}",
             key="--frames",
         )
-    notices = [notice for notice in [_settings_changed(saved, Path(run_dir))] if notice]
-    picked = _resume_options(saved, options)
+    notices = [notice for notice in [settings_changed(saved, Path(run_dir))] if notice]
+    picked = resume_options(saved, options)
     merged = RenderOptions(**{**asdict(options), **picked, "out": Path(run_dir), "max_frames": None})
     video_source = open_input_video(settings)[0] if settings.mode == "video" else None
     prepared = _prepare(settings, table, merged, Path(run_dir), video_source, frames)
@@ -256,26 +258,6 @@ def _frame_count(requested: int | None, total: int) -> int:
     if requested < 1:
         raise SettingsError(f"must be at least 1, got {requested}", key="--frames")
     return min(requested, total)
-
-
-def _settings_changed(saved: dict[str, Any], run_dir: Path) -> str | None:
-    """A notice when the settings file a run was made from has been edited since (the run keeps its own copy)."""
-    source, digest = saved.get("settings_source"), saved.get("settings_sha256")
-    if not source or not digest or not Path(source).is_file():
-        return None
-    if _file_sha256(Path(source)) == digest:
-        return None
-    notice = (
-        f"the settings file {source} has changed since this run started; the run continues with the settings "
-        f"saved in {run_dir / 'settings.json'} (the edits are not used). To render the edited file, start a new "
-        "render without --resume"
-    )
-    logger.warning("%s", notice)
-    return notice
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def open_input_video(settings: Settings) -> tuple[Any, Settings]:
@@ -310,8 +292,8 @@ def _prepare(
     """Every check that needs no model, and finding every model file (nothing is loaded yet)."""
     frames = table.max_frames if frames is None else frames
     audio, audio_start = _audio(settings, options, source)
-    model_path = None if options.preview else _check_models(settings, options, table)
-    depth_path = _find_depth_model(settings, options)
+    model_path = None if options.preview else check_models(settings, options, table)
+    depth_path = find_depth_model(settings, options)
     video, notices = _preflight(settings, options, out, audio, frames)
     init = load_init_image(settings, video.width, video.height)
     color = settings.color_coherence
@@ -378,145 +360,6 @@ def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Pat
         if source.info.has_audio:
             return Path(settings.video_input.path).expanduser(), audio_range(source)[0]
     return None, 0.0
-
-
-def _resume_options(saved: dict[str, Any], given: RenderOptions) -> dict[str, Any]:
-    """Options that decide the frames (model, preview, sizes, codec) come from the run, not the command line.
-
-    An option given with ``--resume`` either names the same thing the run used (a model file moved
-    elsewhere: same hash) and applies, or is refused with the reason.
-    """
-    keys = ("preview", "model", "vae", "codec", "crf", "preset", "depth_model", "audio", "save_frames", "models_dir",
-            "segment_frames", "annotators")  # fmt: skip
-    picked = {k: saved[k] for k in keys if k in saved}
-    for key in ("models_dir", "audio", "annotators"):
-        if picked.get(key) is not None:
-            picked[key] = Path(picked[key])
-    if given.preview and not saved.get("preview"):
-        raise SettingsError(
-            "this run renders with a model; a motion preview would give other frames. Resume without --preview, "
-            "or start a new render with --preview",
-            key="--preview",
-        )
-    if given.vae is not None and given.vae != saved.get("vae"):
-        raise SettingsError(
-            f"the run was rendered with vae {saved.get('vae')!r}; another VAE would change the frames. Resume "
-            "without --vae, or start a new render",
-            key="--vae",
-        )
-    models_dir = given.models_dir or picked.get("models_dir")
-    picked["model"] = _resume_model(saved, given, models_dir)
-    picked["depth_model"] = _resume_depth_model(saved, given)
-    for key in ("codec", "crf", "preset", "audio"):
-        value = getattr(given, key)
-        if value is not None and str(value) != str(saved.get(key)):
-            logger.warning(
-                "%s is ignored on --resume: the run keeps the %s it started with (%s)",
-                f"--{key}", key, saved.get(key) if saved.get(key) is not None else "the settings' value",
-            )  # fmt: skip
-    return picked
-
-
-def _resume_model(saved: dict[str, Any], given: RenderOptions, models_dir: Path | None) -> str | None:
-    """The base model to resume with: the run's own (checked unchanged), or ``--model`` if it is the same file."""
-    if saved.get("preview"):
-        if given.model:
-            raise SettingsError(
-                "this run is a motion preview (no model); rendering on with a model would change the frames. "
-                "Start a new render with --model",
-                key="--model",
-            )
-        return saved.get("model")
-    recorded = saved.get("model_fingerprint")
-    stored = saved.get("model_path")
-    if given.model is None:
-        if stored is None:  # a run directory of an older version: the model as it was given
-            return saved.get("model")
-        if not Path(stored).exists():
-            raise SettingsError(
-                f"the model this run was rendered with, {stored}"
-                + (f" (hash {_fingerprint_text(recorded)})" if recorded else "")
-                + ", is not there any more; pass --model with where it is now (the same model file)",
-                key="--model",
-            )
-        found = _fingerprint(Path(stored))
-        if recorded and found != recorded:
-            raise SettingsError(
-                f"the model file {stored} has changed since the run started (it was {_fingerprint_text(recorded)}, "
-                f"it is now {_fingerprint_text(found)}); a different model would change the frames. Put the "
-                "original back, or start a new render",
-                key="--model",
-            )
-        return str(stored)
-    from dreamreel.pipelines.loading import resolve_model
-
-    path = resolve_model(given.model, models_dir=models_dir).path.resolve()
-    if stored is not None and Path(stored).exists() and path == Path(stored).resolve():
-        return str(path)
-    found = _fingerprint(path)
-    if recorded is None or found != recorded:
-        was = stored or saved.get("model")
-        raise SettingsError(
-            f"the run was rendered with {was}"
-            + (f" ({_fingerprint_text(recorded)})" if recorded else "")
-            + f"; {given.model} ({_fingerprint_text(found)}) is a different model, and a different model would "
-            "change the frames. Resume without --model (or with the same model file), or start a new render",
-            key="--model",
-        )
-    logger.info("the model moved to %s (same %s); resuming with it", path, _fingerprint_text(found))
-    return str(path)
-
-
-def _resume_depth_model(saved: dict[str, Any], given: RenderOptions) -> str | None:
-    """The depth model to resume with; ``--depth-model`` applies only when it is the same model."""
-    recorded = saved.get("depth_fingerprint")
-    stored = saved.get("depth_model_path")
-    if given.depth_model is None:
-        if stored is not None and not Path(stored).exists():
-            raise SettingsError(
-                f"the depth model this run was rendered with, {stored}, is not there any more; pass --depth-model "
-                "with where it is now (the same model)",
-                key="--depth-model",
-            )
-        return stored if stored is not None else saved.get("depth_model")
-    path = _depth_folder(given.depth_model, key="--depth-model")
-    found = _fingerprint(path)
-    if recorded is None or found != recorded:
-        was = stored or saved.get("depth_model") or "flat depth (no depth model)"
-        raise SettingsError(
-            f"the run was rendered with {was}; {given.depth_model} is a different depth model, and a different "
-            "depth model would change the frames. Resume without --depth-model, or start a new render",
-            key="--depth-model",
-        )
-    return str(path)
-
-
-def _fingerprint(path: Path) -> dict[str, Any]:
-    """What identifies a model: a file's size and SHA-256 (A1111's short hash, cached); a folder's files and configs."""
-    path = Path(path)
-    if path.is_file():
-        from dreamreel.pipelines.hashes import sha256_short
-
-        return {"size": path.stat().st_size, "sha256": sha256_short(path)}
-    digest = hashlib.sha256()
-    files = sorted(f for f in path.rglob("*") if f.is_file())
-    for file in files:
-        relative = file.relative_to(path)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        size = file.stat().st_size
-        digest.update(f"{relative.as_posix()}\0{size}\n".encode())
-        if size <= 1_000_000:  # configs, tokenizers: read whole; weights by name and size
-            digest.update(file.read_bytes())
-    return {"folder": digest.hexdigest()[:16]}
-
-
-def _fingerprint_text(fingerprint: dict[str, Any] | None) -> str:
-    if not fingerprint:
-        return "unknown"
-    if "sha256" in fingerprint:
-        return f"hash {fingerprint['sha256']}, {fingerprint['size']} bytes"
-    return f"folder fingerprint {fingerprint.get('folder')}"
 
 
 def _run(
@@ -702,14 +545,6 @@ def _preflight(
     return report.options, notices
 
 
-def check_samplers(table: ScheduleTable) -> None:
-    """Every sampler name of the run is known (fails before any model loads, with suggestions)."""
-    from dreamreel.pipelines.samplers import check_sampler
-
-    for name in sorted(set(table.text["sampler"])):
-        check_sampler(name)
-
-
 def load_init_image(settings: Settings, width: int, height: int) -> Image | None:
     """The init image, RGB, resized to the render size; None when the settings have none."""
     if not settings.init_image:
@@ -736,7 +571,7 @@ def load_image(source: str, width: int, height: int, *, key: str) -> Image:
 def _generator(settings: Settings, options: RenderOptions, model_path: Path | None = None) -> FrameGenerator:
     if options.preview:
         return PreviewGenerator()
-    model = str(model_path) if model_path is not None else _model_name(settings, options)
+    model = str(model_path) if model_path is not None else model_name(settings, options)
     from dreamreel.pipelines.generator import DiffusersGenerator, GeneratorOptions
 
     return DiffusersGenerator.from_source(
@@ -750,138 +585,10 @@ def _generator(settings: Settings, options: RenderOptions, model_path: Path | No
             vae_tiling=options.vae_tiling,
             compile=options.compile,
             models_dir=options.models_dir,
-            controlnets=tuple(_controlnet_models(settings)),
+            controlnets=tuple(controlnet_models(settings)),
             cross_frame_attention=settings.mode == "video" and settings.temporal.cross_frame_attention,
         ),
     )
-
-
-def _model_name(settings: Settings, options: RenderOptions) -> str:
-    model = options.model or settings.model
-    if not model:
-        raise SettingsError(
-            "no model given: pass --model (a .safetensors checkpoint, a diffusers folder, a hub id in the local cache, "
-            'or a name in --models-dir), set "model" in the settings, or use --preview to render the motion only',
-            key="--model",
-        )
-    return model
-
-
-def _check_models(settings: Settings, options: RenderOptions, table: ScheduleTable | None = None) -> Path:
-    """Find every model file before anything loads: a wrong name or path fails here, with suggestions.
-
-    The base model, the device, LoRAs named in prompts, the annotator weights of each ControlNet unit
-    and each unit's ControlNet model. Returns the base model's resolved path.
-    """
-    from dreamreel.pipelines.finding import find_controlnet
-    from dreamreel.pipelines.generator import check_device
-    from dreamreel.pipelines.loading import resolve_model
-
-    model = _model_name(settings, options)
-    if options.device != "auto":
-        check_device(options.device)
-    source = resolve_model(model, models_dir=options.models_dir)
-    if table is not None:
-        _check_loras(table, options.models_dir)
-    beside = source.path if source.kind == "diffusers" else None
-    for name in _controlnet_models(settings):
-        find_controlnet(name, options.models_dir, model_dir=beside)
-    _check_annotators(settings, options.annotators)
-    return Path(source.path).resolve()
-
-
-def _check_loras(table: ScheduleTable, models_dir: Path | None) -> None:
-    """Every ``<lora:name:w>`` of every prompt is found (each distinct prompt once)."""
-    from dreamreel.pipelines.finding import find_lora
-    from dreamreel.pipelines.prompt_syntax import extract_lora_tags
-
-    prompts = set(table.text.get("prompt", ())) | set(table.text.get("negative_prompt", ()))
-    quiet = logging.getLogger("dreamreel.pipelines.prompt_syntax")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the generator warns about odd tags once, when it uses them
-    try:
-        names = {name for prompt in prompts if "<" in prompt for name, _ in extract_lora_tags(prompt)[1]}
-    finally:
-        quiet.setLevel(level)
-    for name in sorted(names):
-        if not Path(name).is_file():
-            find_lora(name, models_dir)
-
-
-def _check_annotators(settings: Settings, annotators: Path | None) -> None:
-    """The detector weight files of every ControlNet unit's preprocessor are there (nothing loads yet)."""
-    if not settings.controlnet:
-        return
-    from dreamreel.controlnet.preprocessors import (
-        _missing_weights,
-        canonical_name,
-        find_weight_file,
-        required_weight_files,
-    )
-
-    for index, unit in enumerate(settings.controlnet):
-        name = canonical_name(unit.preprocessor, key=f"controlnet.{index}.preprocessor")
-        missing = [f for f in required_weight_files(name) if find_weight_file(f, annotators) is None]
-        if missing:
-            raise _missing_weights(name, missing, annotators)
-
-
-def _depth_folder(name: str, *, key: str) -> Path:
-    """A depth model's folder: a local folder with config.json, or a hub id's snapshot in the local cache."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise SettingsError(
-                f"the depth model folder {path} has no config.json; pass a folder that holds the model's config.json, "
-                "weights and preprocessor_config.json (for example made with `hf download Intel/dpt-large "
-                "--local-dir models/dpt-large`)",
-                key=key,
-            )
-        return path.resolve()
-    from dreamreel.pipelines.finding import HUB_ID, hub_snapshot
-
-    if path.exists() or not HUB_ID.match(name) or name.startswith((".", "~")):
-        raise SettingsError(
-            f"the depth model {name!r} is not a folder here ({path.resolve()}); pass --depth-model with a local "
-            "folder holding config.json, weights and preprocessor_config.json, or a Hugging Face id in the local "
-            "cache (dreamreel never downloads)",
-            key=key,
-        )
-    try:
-        return hub_snapshot(name, otherwise="pass --depth-model with a local model folder").resolve()
-    except ModelLoadError as exc:
-        raise SettingsError(str(exc), key=key) from exc
-
-
-def _find_depth_model(settings: Settings, options: RenderOptions) -> str | None:
-    """The 3D depth model's folder, found before anything loads (a preview falls back to flat depth)."""
-    if settings.mode != "3d" or not settings.depth.enabled:
-        return None
-    name = options.depth_model or DEPTH_MODELS.get(settings.depth.model.lower(), settings.depth.model)
-    if options.depth_model:
-        key = "--depth-model"
-    else:
-        key = settings.key_names.get("depth.model", "depth.model") + " (or --depth-model)"
-    try:
-        return str(_depth_folder(name, key=key))
-    except SettingsError:
-        if options.preview:
-            logger.warning("depth model %s is not available; the preview uses flat depth", name)
-            return None
-        raise
-
-
-def _controlnet_models(settings: Settings) -> list[str]:
-    """Each unit's ControlNet model (the usual one for its preprocessor when not given), checked for fit."""
-    from dreamreel.controlnet.models import check_model_matches
-    from dreamreel.controlnet.units import default_model
-
-    models = []
-    for unit in settings.controlnet:
-        model = unit.model or default_model(unit.preprocessor)
-        check_model_matches(unit.preprocessor, model)
-        models.append(model)
-    return models
 
 
 def _motion(settings: Settings, depth_path: str | None, video: VideoOptions) -> Motion:
@@ -927,7 +634,7 @@ def _manifest_options(options: RenderOptions, prepared: Prepared, source: str | 
     data.update(_resolved_models(prepared))
     if source and Path(source).is_file():
         data["settings_source"] = str(Path(source).absolute())
-        data["settings_sha256"] = _file_sha256(Path(source))
+        data["settings_sha256"] = file_sha256(Path(source))
     return data
 
 
@@ -936,7 +643,7 @@ def _resolved_models(prepared: Prepared) -> dict[str, Any]:
     data: dict[str, Any] = {"model_path": None, "model_fingerprint": None}
     if prepared.model_path is not None:
         data["model_path"] = str(prepared.model_path)
-        data["model_fingerprint"] = _fingerprint(prepared.model_path)
+        data["model_fingerprint"] = fingerprint(prepared.model_path)
     data["depth_model_path"] = prepared.depth_path
-    data["depth_fingerprint"] = _fingerprint(Path(prepared.depth_path)) if prepared.depth_path else None
+    data["depth_fingerprint"] = fingerprint(Path(prepared.depth_path)) if prepared.depth_path else None
     return data

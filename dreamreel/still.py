@@ -173,7 +173,8 @@ def render_stills(
     progress: ProgressReporter | None = None,
 ) -> list[Path]:
     """Generate the stills through the frame loop and write them to ``out``; returns the PNG paths."""
-    from dreamreel.runner import check_samplers, load_init_image
+    from dreamreel.runchecks import check_samplers
+    from dreamreel.runner import load_init_image
 
     settings = with_resolved_seed(request.settings(model))
     table = resolve_schedules(settings)  # prompts are checked here, before the model loads
