@@ -311,35 +311,51 @@ class DiffusersGenerator:
     def _conditioning(
         self, request: GenerationRequest, prompt: str, negative: str
     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, torch.Tensor]]]:
-        """(cond, uncond, [(end_step, cond)] for prompt editing), all padded to the same length."""
-        key = (prompt, negative, request.prompt_parts, request.negative_parts, request.clip_skip, request.steps)
-        pipe = self._txt2img
-        encode = {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "clip_skip": request.clip_skip}
-        if key in self._encoded:
-            self._encoded.move_to_end(key)
-            cond, uncond = self._encoded[key]
-        else:
-            if request.prompt_parts:
-                cond = encode_blend(request.prompt_parts, **encode)
-                uncond_source: Any = list(request.negative_parts) or negative
-                _, uncond = encode_pair("", uncond_source, **encode)
-                chunks = max(cond.shape[1], uncond.shape[1]) // 77
-                empty = encode_pair("", "", **encode)[0]
-                cond, uncond = pad_to_chunks(cond, chunks, empty), pad_to_chunks(uncond, chunks, empty)
-            else:
-                cond, uncond = encode_pair(prompt_schedule(prompt, request.steps)[0][1], negative, **encode)
-            self._encoded[key] = (cond, uncond)
-            if len(self._encoded) > _EMBEDDING_CACHE:
-                self._encoded.popitem(last=False)
-        schedule = prompt_schedule(prompt, request.steps) if not request.prompt_parts else [(request.steps, prompt)]
-        if len(schedule) == 1:
+        """(cond, uncond, [(end_step, cond)] for prompt editing), all padded to the same length.
+
+        Encodings are cached on what they depend on (the texts, blended parts and clip skip), not on
+        the step count: a step schedule does not re-encode the same prompt every frame.
+        """
+        if request.prompt_parts:
+            cond, uncond = self._encode(
+                ("parts", request.prompt_parts, request.negative_parts, negative), request.clip_skip
+            )
             return cond, uncond, [(request.steps, cond)]
-        encoded = [(end, encode_pair(text, negative, **encode)) for end, text in schedule]
+        schedule = prompt_schedule(prompt, request.steps)
+        if len(schedule) == 1:
+            cond, uncond = self._encode(("text", schedule[0][1], negative), request.clip_skip)
+            return cond, uncond, [(request.steps, cond)]
+        encoded = [(end, self._encode(("text", text, negative), request.clip_skip)) for end, text in schedule]
         chunks = max(max(c.shape[1], u.shape[1]) for _, (c, u) in encoded) // 77
-        empty = encode_pair("", "", **encode)[0]
+        empty = self._encode(("text", "", ""), request.clip_skip)[0]
         edits = [(end, pad_to_chunks(c, chunks, empty)) for end, (c, _) in encoded]
         uncond = pad_to_chunks(encoded[0][1][1], chunks, empty)
         return edits[0][1], uncond, edits
+
+    def _encode(self, what: tuple[Any, ...], clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, uncond) for ``("text", prompt, negative)`` or ``("parts", parts, negative_parts, negative)``,
+        from an LRU cache of the last ``_EMBEDDING_CACHE`` encodings."""
+        key = (*what, clip_skip)
+        if key in self._encoded:
+            self._encoded.move_to_end(key)
+            return self._encoded[key]
+        pipe = self._txt2img
+        encode = {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "clip_skip": clip_skip}
+        if what[0] == "parts":
+            _, parts, negative_parts, negative = what
+            cond = encode_blend(parts, **encode)
+            uncond_source: Any = list(negative_parts) or negative
+            _, uncond = encode_pair("", uncond_source, **encode)
+            chunks = max(cond.shape[1], uncond.shape[1]) // 77
+            empty = self._encode(("text", "", ""), clip_skip)[0]
+            cond, uncond = pad_to_chunks(cond, chunks, empty), pad_to_chunks(uncond, chunks, empty)
+        else:
+            _, text, negative = what
+            cond, uncond = encode_pair(text, negative, **encode)
+        self._encoded[key] = (cond, uncond)
+        if len(self._encoded) > _EMBEDDING_CACHE:
+            self._encoded.popitem(last=False)
+        return cond, uncond
 
     def _add_controls(self, kwargs: dict[str, Any], request: GenerationRequest, *, txt2img: bool) -> None:
         images = [PILImage.fromarray(c.image) for c in request.controls]

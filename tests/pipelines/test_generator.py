@@ -127,3 +127,23 @@ def test_batch_matches_single_calls(generator: DiffusersGenerator, reference: np
     assert np.abs(first.astype(int) - reference.astype(int)).max() <= 1
     single = generator.generate(replace(BASE, seed=BASE.seed + 1))
     assert np.abs(second.astype(int) - single.astype(int)).max() <= 1
+
+
+def test_a_step_schedule_does_not_re_encode_the_same_prompt(generator: DiffusersGenerator) -> None:
+    calls: list[int] = []
+    handle = generator._txt2img.text_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        prompt = f"{TINY_PROMPT} unique-{len(generator._encoded)}"  # not cached by an earlier test
+        for steps in (2, 3, 4, 5):
+            generator.generate(replace(BASE, prompt=prompt, steps=steps))
+        first = len(calls)
+        assert first > 0
+        for steps in (6, 7, 2):
+            generator.generate(replace(BASE, prompt=prompt, steps=steps))
+        assert len(calls) == first  # the encoding depends on the text, not on the step count
+        # prompt editing still switches at the step it names, for every step count
+        edited = f"[{prompt}:a cat:2]"
+        generator.generate(replace(BASE, prompt=edited, steps=4))
+        assert len(calls) > first
+    finally:
+        handle.remove()
