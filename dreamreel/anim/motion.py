@@ -7,17 +7,18 @@ moves a later diffusion back to an earlier frame's camera position (``back``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from dreamreel.anim.cadence import flow, warp_by_flow
-from dreamreel.anim.depth import DepthModel
 from dreamreel.anim.timing import StageTimer
 from dreamreel.anim.warp2d import motion_matrix_2d, perspective_flip_matrix, warp_with_matrix
-from dreamreel.anim.warp3d import depth_to_z, warp_3d
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams
+
+if TYPE_CHECKING:  # the depth model and the 3D warp need torch: imported by the 3D motion only
+    from dreamreel.anim.depth import DepthModel
 
 Border = Literal["replicate", "wrap"]
 
@@ -114,6 +115,8 @@ class Motion3D:
         self.device = device
 
     def warp(self, image: Image, params: FrameParams, timer: StageTimer) -> Image:
+        from dreamreel.anim.warp3d import depth_to_z, warp_3d
+
         if self.flip is not None:
             flip = perspective_flip_matrix(
                 params.perspective_flip_theta,

@@ -445,3 +445,19 @@ def test_a_preview_shows_the_camera_motion_only(tmp_path: Path) -> None:
         assert np.abs(a.reshape(-1, 3).mean(0) - b.reshape(-1, 3).mean(0)).max() < 2, f"frame {index}"
         saturation = [np.ptp(image, axis=2).mean() for image in (a, b)]
         assert abs(saturation[0] - saturation[1]) < 2, f"frame {index}"
+
+
+def test_a_2d_preview_imports_neither_torch_nor_diffusers(tmp_path: Path) -> None:
+    """A 2D run needs no torch until a generator loads (about 1 s of the README preview was torch's import)."""
+    example = str(Path(__file__).resolve().parents[2] / "examples" / "zoom_tunnel.json")
+    code = (
+        "import sys\n"
+        "from dreamreel.cli import main\n"
+        f"rc = main(['render', {example!r}, '--preview', '--frames', '3', '--out', {str(tmp_path / 'run')!r}])\n"
+        "assert rc == 0, rc\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "run" / "video.mp4").is_file()
