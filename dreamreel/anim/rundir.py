@@ -10,8 +10,9 @@ Layout::
       segments/              independent video segments, each complete and playable
       state/<frame>/         the loop state at the end of the last committed segment (lossless PNG)
       reference.png          the colour-coherence reference, once known
-      pending/               lossless PNGs of the frames of the segment being written, and
-                             pending.json: how many of them belong to finished cadence groups
+      pending/               the frames of the segment being written as raw arrays (.npy: about 0.3 ms
+                             a frame where a PNG took 5-25 ms), and pending.json: how many of them
+                             belong to finished cadence groups (fsynced before it names them)
       frames/                PNGs with A1111 generation info (only with --save-frames)
       video.mp4              the joined video (+ audio)
 
@@ -19,7 +20,7 @@ The manifest is the commit point for segments; ``pending/pending.json`` is the c
 the frames of the open segment. Segments are cut at frame positions that depend only on the
 table and ``segment_frames``, never on when a run was stopped, so a resumed run writes the same
 segments as an uninterrupted one: it re-encodes the pending frames of the open segment from their
-PNGs and renders on from the last finished cadence group. Nothing that was finished is rendered
+lossless copies and renders on from the last finished cadence group. Nothing that was finished is rendered
 again, and, the loop being deterministic, the resumed video equals the uninterrupted one.
 """
 
@@ -208,7 +209,7 @@ class RunDirectory:
             return base, []
         frames = []
         for frame in range(base.next_frame, pending["next_frame"]):
-            image = _read_png(self.root / "pending" / f"{frame:09d}.png")
+            image = _read_pending(self.root / "pending", frame)
             if image is None:
                 logger.warning("pending frame %d is missing; rendering from frame %d again", frame, base.next_frame)
                 return base, []
@@ -306,8 +307,8 @@ class RunSink:
         self._open(params.frame)
         self.writer.write(image)
         self._written_end = params.frame + 1
-        pending = self._pending / f"{params.frame:09d}.png"
-        _write_png(pending, image, sync=False)
+        pending = self._pending / f"{params.frame:09d}.npy"
+        _write_pending(pending, image)
         self._unsynced.append(pending)
         if self.save_frames:
             self._save_png(image, params)
@@ -399,12 +400,9 @@ def save_png_with_info(path: Path, image: Image, params: FrameParams, extra: dic
     return path
 
 
-def _write_png(path: Path, image: Image, *, sync: bool = True) -> None:
-    """Write a PNG under a temporary name and rename it, so a reader never sees half a file.
-
-    ``sync=False``: the caller fsyncs it later (pending frames, with ``_sync_files`` at a checkpoint).
-    """
-    with atomic_open(path, fsync=sync) as handle:
+def _write_png(path: Path, image: Image) -> None:
+    """Write a PNG under a temporary name, fsync it and rename it, so a reader never sees half a file."""
+    with atomic_open(path) as handle:
         PILImage.fromarray(image).save(handle, format="PNG", compress_level=1)
 
 
@@ -414,7 +412,7 @@ def _never_rendered(root: Path, manifest: dict[str, Any]) -> bool:
         return False
     for folder in ("pending", "frames", "segments"):
         path = root / folder
-        if path.is_dir() and any(f.suffix in (".png", ".ts", ".webm", ".part") for f in path.iterdir()):
+        if path.is_dir() and any(f.suffix in (".npy", ".png", ".ts", ".webm", ".part") for f in path.iterdir()):
             return False
     return not any(root.glob("video.*"))
 
@@ -445,6 +443,29 @@ def _sync_files(files: list[Path]) -> None:
         if file.exists():  # an empty segment writes no file
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def _write_pending(path: Path, image: Image) -> None:
+    """A pending frame as a raw array (about 0.3 ms at 512x512; a PNG took 5-25 ms). Not fsynced here:
+    the sink fsyncs a cadence group's frames together, before ``pending.json`` names them."""
+    with atomic_open(path, fsync=False) as handle:
+        np.save(handle, image, allow_pickle=False)
+
+
+def _read_pending(folder: Path, frame: int) -> Image | None:
+    """A pending frame: the raw array, or the PNG that run directories of earlier versions hold."""
+    path = folder / f"{frame:09d}.npy"
+    if not path.is_file():
+        return _read_png(folder / f"{frame:09d}.png")
+    try:
+        image = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("pending frame %s cannot be read (%s)", path, exc)
+        return None
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        logger.warning("pending frame %s is not an (H, W, 3) uint8 image", path)
+        return None
+    return np.ascontiguousarray(image)
 
 
 def _read_png(path: Path) -> Image | None:

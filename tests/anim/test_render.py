@@ -404,23 +404,23 @@ def test_disk_full_is_a_clear_error_and_resume_finishes(tmp_path: Path, monkeypa
 
     settings = settings_file(tmp_path)
     render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, segment_frames=4))
-    write_png = rundir._write_png
+    write_pending = rundir._write_pending
 
-    def fill_up(path: Path, image: np.ndarray, **kwargs: object) -> None:
-        if path.name == "000000006.png":
+    def fill_up(path: Path, image: np.ndarray) -> None:
+        if path.name == "000000006.npy":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        write_png(path, image, **kwargs)  # type: ignore[arg-type]
+        write_pending(path, image)
 
-    monkeypatch.setattr(rundir, "_write_png", fill_up)
+    monkeypatch.setattr(rundir, "_write_pending", fill_up)
     run = tmp_path / "run"
-    with pytest.raises(RenderError, match=r"disk full while writing .*000000006\.png") as caught:
+    with pytest.raises(RenderError, match=r"disk full while writing .*000000006\.npy") as caught:
         render_settings(settings, RenderOptions(out=run, preview=True, segment_frames=4))
     message = str(caught.value)
     assert f"frames are safe in {run}" in message and f"dreamreel render --resume {run}" in message
     assert int(message.split(": ", 1)[1].split(" frames are safe")[0]) >= 4
     leftovers = [p for p in run.rglob("*") if p.name.endswith((".tmp", ".part", ".ffconcat"))]
     assert not leftovers and not [p for p in run.rglob("*") if p.is_file() and p.stat().st_size == 0]
-    monkeypatch.setattr(rundir, "_write_png", write_png)  # space was freed
+    monkeypatch.setattr(rundir, "_write_pending", write_pending)  # space was freed
     assert resume(run, RenderOptions()).finished
     full, again = frames_of(tmp_path / "full" / "video.mp4"), frames_of(run / "video.mp4")
     assert len(again) == len(full) == 16
@@ -461,3 +461,31 @@ def test_a_2d_preview_imports_neither_torch_nor_diffusers(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "run" / "video.mp4").is_file()
+
+
+@pytest.mark.parametrize("old_format", [False, True])
+def test_pending_frames_are_raw_arrays_and_older_png_ones_still_resume(tmp_path: Path, old_format: bool) -> None:
+    settings = settings_file(tmp_path)
+    render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, segment_frames=4))
+    calls = {"n": 0}
+
+    def stop_in_the_second_segment() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 7
+
+    render_settings(
+        settings,
+        RenderOptions(out=tmp_path / "part", preview=True, segment_frames=4),
+        should_stop=stop_in_the_second_segment,
+    )
+    pending = sorted((tmp_path / "part" / "pending").glob("*.npy"))
+    assert pending and not list((tmp_path / "part" / "pending").glob("*.png"))
+    if old_format:  # a run directory written by an earlier version: lossless PNGs
+        for path in pending:
+            PILImage.fromarray(np.load(path)).save(path.with_suffix(".png"))
+            path.unlink()
+    assert resume(tmp_path / "part", RenderOptions()).finished
+    full = frames_of(tmp_path / "full" / "video.mp4")
+    again = frames_of(tmp_path / "part" / "video.mp4")
+    assert len(again) == len(full) == 16
+    assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))
