@@ -375,6 +375,8 @@ def _steps_for(request: GenerationRequest, warned: set[str]) -> int:
     if request.init_image is None or int(request.steps * request.strength) >= 1:
         return request.steps
     steps = math.ceil(1.0 / request.strength - 1e-9)
+    while int(steps * request.strength) < 1:  # 1 - 0.8 is 0.19999999999999996: 5 steps would run none
+        steps += 1
     if "steps" not in warned:
         warned.add("steps")
         logger.warning(

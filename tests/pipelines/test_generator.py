@@ -147,3 +147,15 @@ def test_a_step_schedule_does_not_re_encode_the_same_prompt(generator: Diffusers
         assert len(calls) > first
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("deforum_strength", [0.8, 0.9, 0.95])
+def test_few_steps_at_a_high_deforum_strength_still_run_one_step(
+    generator: DiffusersGenerator, deforum_strength: float
+) -> None:
+    from dreamreel.pipelines.generator import _steps_for
+
+    denoise = 1.0 - deforum_strength  # 1 - 0.8 = 0.19999999999999996, as the schedule table computes it
+    request = replace(BASE, steps=2, init_image=np.full((64, 64, 3), 128, np.uint8), strength=denoise)
+    assert int(_steps_for(request, set()) * denoise) == 1
+    assert generator.generate(request).shape == (64, 64, 3)
