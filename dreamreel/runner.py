@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamreel.anim.color import warm_up
 from dreamreel.anim.loop import LoopConfig, LoopState, render
 from dreamreel.anim.motion import Motion, Motion2D, Motion3D, StillMotion
 from dreamreel.anim.protocols import NullProgress, ProgressReporter
@@ -441,6 +442,9 @@ def _run_loop(
         and not options.preview
     ):
         prepare.color_space = "lab"
+    if prepare.color_space is not None:
+        with timer.stage("load"):  # OpenCV's colour tables and threads: not in the first matched frame's time
+            warm_up(prepare.color_space)
     sink: Any = RunSink(
         run,
         video_options,

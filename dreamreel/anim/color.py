@@ -28,6 +28,7 @@ Differences from Deforum (see docs/compat.md):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Literal, NamedTuple
@@ -42,7 +43,7 @@ from dreamreel.generation import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COLOR_SPACES", "ColorMatcher", "ColorSpace", "match_colors", "normalize_color_space"]
+__all__ = ["COLOR_SPACES", "ColorMatcher", "ColorSpace", "match_colors", "normalize_color_space", "warm_up"]
 
 ColorSpace = Literal["lab", "hsv", "rgb"]
 
@@ -89,6 +90,24 @@ def normalize_color_space(space: str) -> ColorSpace:
             key="color_coherence",
         )
     return name  # type: ignore[return-value]
+
+
+@functools.cache
+def warm_up(space: str) -> None:
+    """Run ``space``'s conversions on one pixel, so OpenCV builds its tables now, not in a frame's time.
+
+    OpenCV fills its float Lab tables on the first float Lab conversion, and its worker threads
+    start on the first conversion big enough to be split (together 20-60 ms); call this when a run
+    that matches colours loads. Unknown names are left to :func:`normalize_color_space`.
+    """
+    spec = COLOR_SPACES.get(str(space).strip().lower())
+    if spec is None:
+        return
+    ramp = np.linspace(0, 255, 128 * 128 * 3).astype(np.uint8).reshape(128, 128, 3)  # big enough to go parallel
+    if spec.to_float is not None and spec.from_float is not None:
+        cv2.cvtColor(cv2.cvtColor(cv2.LUT(ramp, _TO_UNIT), spec.to_float), spec.from_float)
+    if spec.to_u8 is not None and spec.from_u8 is not None:
+        cv2.cvtColor(cv2.cvtColor(ramp, spec.to_u8), spec.from_u8)
 
 
 def _histograms(image: NDArray[np.uint8]) -> NDArray[np.float64]:

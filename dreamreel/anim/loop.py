@@ -105,15 +105,22 @@ def render(
     timer = timer or StageTimer()
     limit = table.max_frames if end_frame is None else max(0, min(end_frame, table.max_frames))
     diffused = np.flatnonzero(table.numeric["diffuse"]).tolist()
+    ends = [b for b in diffused if b >= state.next_frame]
     progress.start(limit, completed=min(state.next_frame, limit))
     try:
-        for end in (b for b in diffused if b >= state.next_frame):
+        for index, end in enumerate(ends):
             if state.next_frame >= limit:
                 break
             if should_stop():
                 logger.info("stopping at frame %d as requested", state.next_frame)
                 break
-            frames = _render_group(config, table, generator, motion, prepare, state, end, timer)
+            upcoming = None
+            if config.loopback:  # an init's noise depends on the schedule only: computed ahead, off the critical path
+                if state.anchor is not None:
+                    prepare.prefetch(table.row(end), config.height, config.width)  # computed before (or now, on resume)
+                if index + 1 < len(ends) and end + 1 < limit:
+                    upcoming = table.row(ends[index + 1])  # computed while this group's generator runs
+            frames = _render_group(config, table, generator, motion, prepare, state, end, timer, upcoming)
             kept = [(image, params) for image, params in frames if params.frame < limit]
             for image, params in kept:
                 with timer.stage("encode"):
@@ -123,7 +130,8 @@ def render(
             reference = state.color_reference if state.color_reference is not None else frames[-1][0]
             state = replace(state, next_frame=min(end + 1, limit), anchor=anchor, color_reference=reference)
             if checkpoint is not None:
-                checkpoint(state)
+                with timer.stage("checkpoint"):
+                    checkpoint(state)
     finally:
         progress.close()
     return state
@@ -138,8 +146,12 @@ def _render_group(
     state: LoopState,
     end: int,
     timer: StageTimer,
+    upcoming: FrameParams | None = None,
 ) -> list[tuple[Image, FrameParams]]:
-    """Frames ``state.next_frame .. end``: the warped chain, the diffusion at ``end``, the tweens."""
+    """Frames ``state.next_frame .. end``: the warped chain, the diffusion at ``end``, the tweens.
+
+    ``upcoming`` is the next diffused frame's row: its init noise is started just before the generator runs.
+    """
     rows = [table.row(j) for j in range(state.next_frame, end + 1)]
     if config.reference_for is not None:
         with timer.stage("color"):
@@ -153,6 +165,8 @@ def _render_group(
                 init, source = config.frames.init_for(row.frame, state.anchor)
         else:
             init = source = config.init_image
+        if upcoming is not None:
+            prepare.prefetch(upcoming, config.height, config.width)
         image = _generate(generator, config, row, init, timer, source)
         if config.match_output_colors and state.color_reference is not None:
             with timer.stage("color"):
@@ -165,6 +179,8 @@ def _render_group(
             current = motion.warp(current, row, timer)
         chain.append(current)
     init = prepare(chain[-1], rows[-1], state.color_reference, timer)
+    if upcoming is not None:
+        prepare.prefetch(upcoming, config.height, config.width)
     result = _generate(generator, config, rows[-1], init, timer, init)
     if config.match_output_colors and state.color_reference is not None:
         with timer.stage("color"):

@@ -29,6 +29,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
@@ -38,12 +40,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dreamreel.anim.filters import check_image, check_setting
+from dreamreel.anim.timing import lower_priority
 from dreamreel.errors import SettingsError, did_you_mean
 from dreamreel.generation import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NOISE_KINDS", "NoiseKind", "add_noise", "noise_image", "perlin_octaves"]
+__all__ = ["NOISE_KINDS", "NoiseAhead", "NoiseKind", "add_noise", "noise_image", "perlin_octaves"]
 
 NoiseKind = Literal["perlin", "uniform"]
 NOISE_KINDS: tuple[str, ...] = ("perlin", "uniform")
@@ -270,11 +273,28 @@ def _noise(
     seed: int,
     kind: NoiseKind,
     perlin: tuple[int, int, float],
+    ready: Image | None = None,
 ) -> Image:
-    """The noise image, or ``image`` blended with it when given; built in row chunks for Perlin noise."""
+    """The noise image, or ``image`` blended with it when given; built in row chunks for Perlin noise.
+
+    ``ready`` is the noise image of these arguments computed ahead; it is blended in the same row
+    chunks with the same calls, so the result is bit-identical to computing it here.
+    """
     if int(seed) < 0:
         raise ValueError(f"The noise seed must be >= 0 (resolve -1 before the frame loop); got {seed!r}.")
     height, width = shape
+    if ready is not None and image is not None:
+        if ready.shape != image.shape or ready.dtype != np.uint8:
+            raise ValueError(f"the noise computed ahead is {ready.dtype} {ready.shape}; expected uint8 {image.shape}")
+        if kind == "uniform":
+            return np.asarray(cv2.addWeighted(image, 1.0 - amount, ready, amount, 0.0), np.uint8)
+        geometry = _geometry(height, width, *perlin)
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        chunk = geometry.chunk_batches * geometry.batch_rows
+        for top in range(0, height, chunk):
+            rows = slice(top, min(top + chunk, height))
+            cv2.addWeighted(image[rows], 1.0 - amount, ready[rows], amount, 0.0, dst=out[rows])
+        return out
     rng = np.random.default_rng(int(seed))
     if kind == "uniform":
         noise = cv2.LUT(_random_bytes(rng, (height, width, 3)), _GAUSS_U8)
@@ -344,6 +364,7 @@ def add_noise(
     octaves: int = 4,
     persistence: float = 0.5,
     cells: int = 8,
+    ready: Image | None = None,
 ) -> Image:
     """Blend seeded noise into ``image``: ``addWeighted(image, 1 - amount, noise_img, amount, 0)``.
 
@@ -355,6 +376,8 @@ def add_noise(
         octaves: Perlin octaves (``perlin_octaves``).
         persistence: Perlin amplitude ratio between octaves (``perlin_persistence``).
         cells: first-octave lattice cells per side (Deforum's hidden ``perlin_w/h``, 8).
+        ready: :func:`noise_image` of the same seed, size and settings, computed ahead (see
+            :class:`NoiseAhead`); only the blend is left to do. The result is the same.
 
     Returns:
         A new (H, W, 3) uint8 RGB array, identical to blending :func:`noise_image` with the same arguments.
@@ -371,4 +394,56 @@ def add_noise(
     perlin = _perlin_settings(octaves, persistence, cells)
     if amount == 0.0:
         return image.copy()
-    return _noise(image, amount, image.shape[:2], seed, kind_name, perlin)
+    return _noise(image, amount, image.shape[:2], seed, kind_name, perlin, ready)
+
+
+_AHEAD_LOCK = threading.Lock()
+_AHEAD_POOL: ThreadPoolExecutor | None = None
+
+
+def _ahead_pool() -> ThreadPoolExecutor:
+    global _AHEAD_POOL
+    with _AHEAD_LOCK:
+        if _AHEAD_POOL is None:
+            _AHEAD_POOL = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="dreamreel-noise", initializer=lower_priority
+            )
+        return _AHEAD_POOL
+
+
+class NoiseAhead:
+    """Noise images computed on a background thread before they are needed.
+
+    The noise of a frame depends only on its seed, the size and the noise settings, never on the
+    image, so the frame loop asks for the next diffused frame's noise while the generator runs
+    (:meth:`request`) and :func:`add_noise` only blends it in (``ready=``:meth:`take`).
+
+    Args:
+        kind, octaves, persistence, cells: as for :func:`noise_image`.
+        keep: at most this many noise images are held (the oldest requests are dropped).
+    """
+
+    def __init__(
+        self, kind: str = "perlin", *, octaves: int = 4, persistence: float = 0.5, cells: int = 8, keep: int = 3
+    ) -> None:
+        self.settings = (str(kind), int(octaves), float(persistence), int(cells))
+        self.keep = max(1, keep)
+        self._futures: dict[tuple[int, int, int], Future[Image]] = {}
+
+    def request(self, height: int, width: int, seed: int) -> None:
+        """Start computing the noise image of ``seed`` at this size (nothing when it is already asked for)."""
+        key = (int(height), int(width), int(seed))
+        if key in self._futures:
+            return
+        kind, octaves, persistence, cells = self.settings
+        call = functools.partial(
+            noise_image, key[0], key[1], seed=key[2], kind=kind, octaves=octaves, persistence=persistence, cells=cells
+        )
+        self._futures[key] = _ahead_pool().submit(call)
+        while len(self._futures) > self.keep:
+            self._futures.pop(next(iter(self._futures))).cancel()
+
+    def take(self, height: int, width: int, seed: int) -> Image | None:
+        """The noise image asked for with :meth:`request` (waiting for it if needed), or None if it was not."""
+        future = self._futures.pop((int(height), int(width), int(seed)), None)
+        return None if future is None else future.result()

@@ -29,12 +29,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import shutil
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image as PILImage
@@ -42,8 +44,9 @@ from PIL import Image as PILImage
 from dreamreel import __version__
 from dreamreel.anim.join import join_segments
 from dreamreel.anim.loop import LoopState
+from dreamreel.anim.timing import StageTimer, lower_priority
 from dreamreel.anim.video import SegmentInfo, SegmentWriter, VideoOptions
-from dreamreel.errors import RenderError, SettingsError
+from dreamreel.errors import DreamreelError, RenderError, SettingsError
 from dreamreel.fileio import atomic_open, atomic_write_text
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams, ScheduleTable
@@ -56,6 +59,13 @@ MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
 SETTINGS_DEFORUM = "settings_deforum.txt"
 SCHEDULE = "schedule.csv"
+
+_Work = (
+    tuple[Literal["frame"], Image, FrameParams]
+    | tuple[Literal["replay"], Image, int]
+    | tuple[Literal["checkpoint"], LoopState]
+)
+"""The writer thread's work: a rendered frame, a pending frame re-encoded on resume, a checkpoint."""
 
 
 @dataclass
@@ -261,10 +271,22 @@ class RunDirectory:
 class RunSink:
     """The frame sink of a run: streams frames into segments and checkpoints after each cadence group.
 
-    Every frame also goes to ``pending/`` as a lossless PNG; after each cadence group
+    Every frame also goes to ``pending/`` as a lossless raw array; after each cadence group
     ``pending/pending.json`` records how far the finished groups go. A segment is closed, the loop
     state saved and the manifest committed once it holds ``segment_frames`` frames (at the end of
     the cadence group that reaches that count), and at the end of the run.
+
+    All of that runs on a writer thread, so the loop only hands over a frame and goes on to the next
+    diffusion: :meth:`write` and :meth:`checkpoint` queue work (blocking only when the thread is
+    ``queue_items`` items behind), and the thread does it in order. A checkpoint is committed only
+    after every frame it names is written and fsynced, so after a kill or a power cut ``--resume``
+    gives the same frames and loses at most the frames after the last committed checkpoint, which
+    trails the loop by at most the queue. An error on the thread (ffmpeg failing, a full disk) stops
+    all later work, commits nothing more, and is raised by the next :meth:`write`, :meth:`checkpoint`
+    or :meth:`finish`. :meth:`close` waits for the thread.
+
+    Attributes:
+        background: time the writer thread spent per stage ("encode", "pending", "sync", "commit", "png").
     """
 
     def __init__(
@@ -275,6 +297,7 @@ class RunSink:
         segment_frames: int = 60,
         save_frames: bool = False,
         frame_info: dict[str, str] | None = None,
+        queue_items: int = 8,
     ) -> None:
         self.run = run
         self.options = options
@@ -283,19 +306,130 @@ class RunSink:
         self.save_frames = save_frames
         self.frame_info = frame_info or {}
         self.partial: SegmentInfo | None = None
+        self.background = StageTimer()
         self._segment_start = 0
         self._pending = run.root / "pending"
         self._pending.mkdir(exist_ok=True)
         self._last_state: LoopState | None = None
         self._written_end = 0  # one past the last frame written
-        self._unsynced: list[Path] = []  # pending PNGs written since the last pending.json
+        self._unsynced: list[Path] = []  # pending arrays written since the last pending.json
+        self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=max(1, queue_items))
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None  # the writer thread's failure
+        self._reported = False  # the failure was raised to the caller once
+        self._lock = threading.Lock()
+        self._queued_checkpoints = 0  # checkpoints queued and not done yet
+
+    # --- the caller's side ----------------------------------------------------------------
 
     def replay(self, frames: list[Image], first_frame: int) -> None:
         """Re-encode the pending frames of an interrupted segment (resume), so segments match."""
         for offset, image in enumerate(frames):
-            self._open(first_frame)
+            self._submit(("replay", image, first_frame + offset))
+
+    def write(self, image: Image, params: FrameParams) -> None:
+        """Queue frame ``params.frame`` (a copy of ``image``); raise the writer thread's error, if any."""
+        self._submit(("frame", np.array(image, copy=True), params))
+
+    def checkpoint(self, state: LoopState) -> None:
+        """Called by the loop after each cadence group, with the state after it; committed in order."""
+        self._submit(("checkpoint", state))
+
+    def close(self) -> None:
+        """After the loop (finished, stopped or failed): finish queued work; keep the open segment as a
+        partial one when it ends at a finished cadence group."""
+        self._join()
+        if not self.writer.is_open:
+            return
+        if self._error is None and self._last_state is not None and self._last_state.next_frame == self._written_end:
+            self.partial = self.writer.close()
+        else:  # a cadence group was cut short (or a write failed): its frames are rendered again on resume
+            self.writer.abort()
+
+    def finish(self, *, audio: Path | None, audio_start: float = 0.0, status: str = "done") -> Path | None:
+        """Join the committed segments (and a partial one) into the video and record the status.
+
+        A writer-thread error not raised yet is raised here, after the video of the safe frames is written.
+        """
+        self._join()
+        failure = None if self._reported else self._error
+        if failure is not None:
+            self._reported = True
+            status = "interrupted" if status == "done" else status
+            try:
+                self._finish(audio, audio_start, status)
+            except Exception:
+                logger.warning("could not write the video of the frames so far", exc_info=True)
+            raise failure
+        return self._finish(audio, audio_start, status)
+
+    def _finish(self, audio: Path | None, audio_start: float, status: str) -> Path | None:
+        manifest = self.run.manifest
+        segments = manifest.segment_infos(self.run.root)
+        if self.partial is not None:
+            segments.append(self.partial)
+        manifest.status = status
+        if not segments:
+            self.run.commit()
+            return None
+        video = self.run.root / f"video{self.options.output_suffixes[0]}"
+        join_segments(segments, video, options=self.options, audio=audio, audio_start=audio_start)
+        manifest.video = video.name
+        self.run.commit()
+        return video
+
+    def _submit(self, work: _Work) -> None:
+        self._raise_failure()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="dreamreel-run-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(work)
+        if work[0] == "checkpoint":  # counted once queued (an interrupted put must not make the thread skip one)
+            with self._lock:
+                self._queued_checkpoints += 1
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            self._reported = True
+            raise self._error
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    # --- the writer thread ----------------------------------------------------------------
+
+    def _work(self) -> None:
+        lower_priority()
+        while (work := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # after a failure nothing more is written or committed; keep draining
+            try:
+                self._do(work)
+            except BaseException as exc:  # raised to the caller by its next call
+                self._error = exc if isinstance(exc, DreamreelError | OSError) else _writer_error(work, exc)
+
+    def _do(self, work: _Work) -> None:
+        if work[0] == "checkpoint":
+            self._checkpoint(work[1])
+            return
+        _, image, params = work
+        frame = params if isinstance(params, int) else params.frame
+        self._open(frame)
+        with self.background.stage("encode"):
             self.writer.write(image)
-            self._written_end = first_frame + offset + 1
+        self._written_end = frame + 1
+        if isinstance(params, int):  # a replayed frame: its lossless copy is in pending/ already
+            return
+        pending = self._pending / f"{frame:09d}.npy"
+        with self.background.stage("pending"):
+            _write_pending(pending, image)
+        self._unsynced.append(pending)
+        if self.save_frames:
+            with self.background.stage("png"):
+                self._save_png(image, params)
 
     def _open(self, frame: int) -> None:
         if not self.writer.is_open:
@@ -303,28 +437,24 @@ class RunSink:
             self.writer.open(self.run.root / name, frame)
             self._segment_start = frame
 
-    def write(self, image: Image, params: FrameParams) -> None:
-        self._open(params.frame)
-        self.writer.write(image)
-        self._written_end = params.frame + 1
-        pending = self._pending / f"{params.frame:09d}.npy"
-        _write_pending(pending, image)
-        self._unsynced.append(pending)
-        if self.save_frames:
-            self._save_png(image, params)
-
-    def checkpoint(self, state: LoopState) -> None:
-        """Called by the loop after each cadence group, with the state after it."""
+    def _checkpoint(self, state: LoopState) -> None:
         self._last_state = state
+        with self._lock:
+            self._queued_checkpoints -= 1
+            later = self._queued_checkpoints > 0
         if state.color_reference is not None:
             self.run.save_reference(state.color_reference)
         if self.writer.frame_count >= self.segment_frames or state.next_frame >= self.run.manifest.max_frames:
-            self._commit_segment(state)
+            with self.background.stage("commit"):
+                self._commit_segment(state)
+        elif later:  # the thread is behind: the next checkpoint, already queued, syncs these frames too
+            return
         else:
-            _sync_files(self._unsynced)
-            self._unsynced.clear()
-            pending = {"segment_start": self._segment_start, "next_frame": state.next_frame}
-            atomic_write_text(self._pending / "pending.json", json.dumps(pending) + "\n")
+            with self.background.stage("sync"):
+                _sync_files(self._unsynced)
+                self._unsynced.clear()
+                pending = {"segment_start": self._segment_start, "next_frame": state.next_frame}
+                atomic_write_text(self._pending / "pending.json", json.dumps(pending) + "\n")
 
     def _commit_segment(self, state: LoopState) -> None:
         info = self.writer.close()
@@ -339,31 +469,6 @@ class RunSink:
         for file in self._pending.iterdir():
             file.unlink(missing_ok=True)
         self._unsynced.clear()
-
-    def close(self) -> None:
-        """After the loop (finished, stopped or failed): keep the open segment as a partial one."""
-        if not self.writer.is_open:
-            return
-        if self._last_state is not None and self._last_state.next_frame == self._written_end:
-            self.partial = self.writer.close()
-        else:  # a cadence group was cut short: its frames are rendered again on resume
-            self.writer.abort()
-
-    def finish(self, *, audio: Path | None, audio_start: float = 0.0, status: str = "done") -> Path | None:
-        """Join the committed segments (and a partial one) into the video and record the status."""
-        manifest = self.run.manifest
-        segments = manifest.segment_infos(self.run.root)
-        if self.partial is not None:
-            segments.append(self.partial)
-        manifest.status = status
-        if not segments:
-            self.run.commit()
-            return None
-        video = self.run.root / f"video{self.options.output_suffixes[0]}"
-        join_segments(segments, video, options=self.options, audio=audio, audio_start=audio_start)
-        manifest.video = video.name
-        self.run.commit()
-        return video
 
     def _save_png(self, image: Image, params: FrameParams) -> None:
         folder = self.run.root / "frames"
@@ -435,6 +540,17 @@ def _refuse_if_busy(root: Path, manifest: dict[str, Any], *, key: str = "--out")
         f"{pid}), or choose another --out",
         key=key,
     )
+
+
+def _writer_error(work: _Work, exc: BaseException) -> RenderError:
+    """An unexpected error on the writer thread, as the RenderError the caller sees."""
+    if work[0] == "checkpoint":
+        what = f"the checkpoint before frame {work[1].next_frame}"
+    else:
+        what = f"frame {work[2] if isinstance(work[2], int) else work[2].frame}"
+    error = RenderError(f"writing {what} into the run directory failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _sync_files(files: list[Path]) -> None:

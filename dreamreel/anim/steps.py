@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from dreamreel.anim.color import ColorMatcher
 from dreamreel.anim.filters import adjust_contrast, unsharp_mask
-from dreamreel.anim.noise import add_noise
+from dreamreel.anim.noise import NoiseAhead, add_noise
 from dreamreel.anim.timing import StageTimer
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams
@@ -36,6 +36,16 @@ class InitPreparer:
     sharpen: bool = True
     contrast: bool = True
     _matchers: dict[int, tuple[Image, ColorMatcher]] = field(default_factory=dict, repr=False)
+    _ahead: NoiseAhead | None = field(default=None, repr=False)
+
+    def prefetch(self, params: FrameParams, height: int, width: int) -> None:
+        """Start computing the noise of the init of diffused frame ``params.frame`` on a background thread
+        (it depends only on the seed, size and settings), so ``__call__`` only blends it in."""
+        if not (self.add_noise and params.noise > 0):
+            return
+        if self._ahead is None or self._ahead.settings != self._noise_settings():
+            self._ahead = NoiseAhead(self.noise_kind, octaves=self.perlin_octaves, persistence=self.perlin_persistence)
+        self._ahead.request(height, width, int(params.seed))
 
     def match_colors(self, image: Image, reference: Image) -> Image:
         """``image`` with the colour histograms of ``reference`` (the matcher is built once per reference)."""
@@ -46,6 +56,9 @@ class InitPreparer:
             cached = (reference, ColorMatcher(reference, self.color_space))
             self._matchers = {id(reference): cached}
         return cached[1].match(image)
+
+    def _noise_settings(self) -> tuple[str, int, float, int]:
+        return (str(self.noise_kind), int(self.perlin_octaves), float(self.perlin_persistence), 8)
 
     def __call__(self, image: Image, params: FrameParams, reference: Image | None, timer: StageTimer) -> Image:
         if reference is not None and self.color_space is not None:
@@ -62,7 +75,11 @@ class InitPreparer:
                     sigma=params.antiblur_sigma,
                     threshold=params.antiblur_threshold,
                 )
+        with timer.stage("noise"):
             if self.add_noise and params.noise > 0:
+                ready = None
+                if self._ahead is not None and self._ahead.settings == self._noise_settings():
+                    ready = self._ahead.take(image.shape[0], image.shape[1], int(params.seed))
                 image = add_noise(
                     image,
                     params.noise,
@@ -70,5 +87,6 @@ class InitPreparer:
                     kind=self.noise_kind,
                     octaves=self.perlin_octaves,
                     persistence=self.perlin_persistence,
+                    ready=ready if ready is not None and ready.shape == image.shape else None,
                 )
         return image

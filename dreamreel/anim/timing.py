@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-STAGES = ("model", "warp", "depth", "color", "filters", "control", "encode")
+BACKGROUND_NICENESS = 10
+"""How much lower than the frame loop's the priority of work behind it is (encoding, writing, noise ahead)."""
+
+STAGES = ("model", "warp", "depth", "color", "filters", "noise", "control", "encode", "checkpoint")
 
 
 class StageTimer:
@@ -35,7 +41,24 @@ class StageTimer:
         for name in sorted(self.seconds, key=lambda n: -self.seconds[n]):
             seconds = self.seconds[name]
             share = seconds / wall * 100 if wall > 0 else 0.0
-            lines.append(f"{name:<8} {seconds:8.2f} s  {share:5.1f} %  ({self.calls[name]} calls)")
+            lines.append(f"{name:<10} {seconds:8.2f} s  {share:5.1f} %  ({self.calls[name]} calls)")
         other = max(0.0, wall - self.total())
-        lines.append(f"{'other':<8} {other:8.2f} s  {other / wall * 100 if wall > 0 else 0.0:5.1f} %")
+        lines.append(f"{'other':<10} {other:8.2f} s  {other / wall * 100 if wall > 0 else 0.0:5.1f} %")
         return lines
+
+
+def lower_priority(pid: int | None = None) -> None:
+    """Lower the scheduling priority of the calling thread (or of process ``pid``) by :data:`BACKGROUND_NICENESS`.
+
+    Work that runs behind the frame loop (the run directory's writer thread, noise computed ahead,
+    the ffmpeg encoder) then yields the CPU to the loop on a busy machine instead of delaying the
+    next diffusion. Linux only, where the niceness of a thread is its own; elsewhere (where it would
+    apply to the whole process) and on any error it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        target = threading.get_native_id() if pid is None else pid
+        os.setpriority(os.PRIO_PROCESS, target, min(19, os.getpriority(os.PRIO_PROCESS, target) + BACKGROUND_NICENESS))
+    except (OSError, AttributeError):
+        pass

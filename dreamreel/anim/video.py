@@ -43,6 +43,7 @@ from dreamreel.anim.ffmpeg import (
     rational_fps,
 )
 from dreamreel.anim.join import join_segments
+from dreamreel.anim.timing import lower_priority
 from dreamreel.errors import RenderError, SettingsError, did_you_mean
 from dreamreel.fileio import replace_durably
 
@@ -326,12 +327,14 @@ class SegmentWriter:
             )
         except OSError as exc:
             raise _failure("Starting the video encoder", self._cmd, str(exc), None) from exc
+        lower_priority(self._proc.pid)  # encoding runs behind the frame loop; it must not delay the next diffusion
         self._queue = queue.Queue(maxsize=self._queue_frames)
         self._thread = threading.Thread(target=self._pump, name="dreamreel-video-writer", daemon=True)
         self._thread.start()
 
     def _pump(self) -> None:
         assert self._queue is not None and self._proc is not None and self._proc.stdin is not None
+        lower_priority()
         while (item := self._queue.get()) is not None:
             if self._pipe_error is None:
                 try:

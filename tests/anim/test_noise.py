@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dreamreel.anim.noise import add_noise, noise_image, perlin_octaves
+from dreamreel.anim.noise import NoiseAhead, add_noise, noise_image, perlin_octaves
 from dreamreel.errors import SettingsError
 
 
@@ -172,3 +172,22 @@ def test_bad_image() -> None:
         add_noise(np.zeros((8, 8, 4), np.uint8), 0.1, seed=1)
     with pytest.raises(ValueError, match="at least 1x1"):
         noise_image(0, 5, seed=1)
+
+
+@pytest.mark.parametrize("kind", ["perlin", "uniform"])
+def test_noise_computed_ahead_gives_the_same_bits(kind: str) -> None:
+    """The frame loop computes the next init's noise on a background thread; only the blend is left, bit for bit."""
+    rng = np.random.default_rng(3)
+    for height, width in [(64, 64), (37, 91), (200, 328), (512, 512)]:
+        ahead = NoiseAhead(kind, octaves=3, persistence=0.6)
+        for seed in (0, 41):
+            ahead.request(height, width, seed)
+        for seed in (0, 41):
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            ready = ahead.take(height, width, seed)
+            assert ready is not None
+            for amount in (0.065, 0.7):
+                expected = add_noise(image, amount, seed=seed, kind=kind, octaves=3, persistence=0.6)
+                blended = add_noise(image, amount, seed=seed, kind=kind, octaves=3, persistence=0.6, ready=ready)
+                assert np.array_equal(blended, expected), (height, width, seed, amount)
+        assert ahead.take(height, width, 0) is None  # taken once; never asked for -> computed in the loop as before

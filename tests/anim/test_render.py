@@ -489,3 +489,105 @@ def test_pending_frames_are_raw_arrays_and_older_png_ones_still_resume(tmp_path:
     again = frames_of(tmp_path / "part" / "video.mp4")
     assert len(again) == len(full) == 16
     assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))
+
+
+def test_an_encoder_failure_on_the_writer_thread_is_a_clear_render_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ffmpeg dying mid-run surfaces from the run directory's writer thread as a RenderError; resume finishes."""
+    from dreamreel.anim import video
+    from dreamreel.errors import RenderError
+
+    settings = settings_file(tmp_path)
+    render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, segment_frames=4))
+    writers: list[video.SegmentWriter] = []
+    start = video.SegmentWriter._start
+
+    def record(self: video.SegmentWriter) -> None:
+        start(self)
+        writers.append(self)
+
+    monkeypatch.setattr(video.SegmentWriter, "_start", record)
+    calls = {"n": 0}
+
+    def kill_the_encoder_once() -> bool:
+        calls["n"] += 1
+        if calls["n"] == 6:
+            deadline = time.monotonic() + 30
+            while not [w for w in writers if w.pid] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(next(w.pid for w in writers if w.pid), signal.SIGKILL)
+        return False
+
+    run = tmp_path / "run"
+    with pytest.raises(RenderError, match="Encoding the video") as caught:
+        render_settings(
+            settings, RenderOptions(out=run, preview=True, segment_frames=4), should_stop=kill_the_encoder_once
+        )
+    assert "ffmpeg" in str(caught.value)
+    assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
+    assert not [p for p in run.rglob("*") if p.name.endswith((".tmp", ".part", ".ffconcat"))]
+    monkeypatch.setattr(video.SegmentWriter, "_start", start)
+    assert resume(run, RenderOptions()).finished
+    full, again = frames_of(tmp_path / "full" / "video.mp4"), frames_of(run / "video.mp4")
+    assert len(again) == len(full) == 16
+    assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))
+
+
+def test_checkpoints_name_only_frames_the_writer_thread_has_written_and_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop runs ahead of a slow writer thread; every commit point still names only complete, fsynced files."""
+    from dreamreel.anim import rundir
+
+    settings = settings_file(tmp_path)
+    render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, segment_frames=5))
+    synced: set[str] = set()
+    pending_commits: list[int] = []
+    sync_files, write_pending, write_text = rundir._sync_files, rundir._write_pending, rundir.atomic_write_text
+    commit = rundir.RunDirectory.commit
+
+    def record_sync(files: list[Path]) -> None:
+        sync_files(files)
+        synced.update(file.name for file in files)
+
+    def slow_pending(path: Path, image: np.ndarray) -> None:
+        time.sleep(0.03)  # the loop gets ahead of the writer thread
+        write_pending(path, image)
+
+    def checked_write(path: Path, text: str, **kwargs: object) -> Path:
+        if Path(path).name == "pending.json":
+            data = json.loads(text)
+            for frame in range(data["segment_start"], data["next_frame"]):
+                name = f"{frame:09d}.npy"
+                assert name in synced, f"pending.json names {name} before it is fsynced"
+                assert np.load(Path(path).parent / name).shape == (64, 64, 3)
+            pending_commits.append(data["next_frame"])
+        return write_text(path, text, **kwargs)  # type: ignore[arg-type]
+
+    def checked_commit(self: rundir.RunDirectory) -> None:
+        for segment in self.manifest.segments:
+            assert Path(segment["path"]).name in synced, f"the manifest names {segment['path']} before it is fsynced"
+        commit(self)
+
+    monkeypatch.setattr(rundir, "_sync_files", record_sync)
+    monkeypatch.setattr(rundir, "_write_pending", slow_pending)
+    monkeypatch.setattr(rundir, "atomic_write_text", checked_write)
+    monkeypatch.setattr(rundir.RunDirectory, "commit", checked_commit)
+    calls = {"n": 0}
+
+    def stop_in_the_second_segment() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 8
+
+    run = tmp_path / "part"
+    report = render_settings(
+        settings, RenderOptions(out=run, preview=True, segment_frames=5), should_stop=stop_in_the_second_segment
+    )
+    assert not report.finished and pending_commits and pending_commits[-1] == 8  # close() waited for the thread
+    assert json.loads((run / "manifest.json").read_text())["next_frame"] == 5
+    assert json.loads((run / "pending" / "pending.json").read_text()) == {"segment_start": 5, "next_frame": 8}
+    assert resume(run, RenderOptions()).finished
+    full, again = frames_of(tmp_path / "full" / "video.mp4"), frames_of(run / "video.mp4")
+    assert len(again) == len(full) == 16
+    assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))
