@@ -37,6 +37,7 @@ from dreamreel.anim.timing import StageTimer
 from dreamreel.anim.video import VideoOptions
 from dreamreel.generation import GenerationRequest
 from dreamreel.keyframes import ScheduleTable
+from dreamreel.runner import settings_files
 from dreamreel.settings import Settings, resolve_schedules
 from dreamreel.testcard import make_test_card
 
@@ -69,7 +70,7 @@ def _run_once(
     table: ScheduleTable, settings: Settings, prepare: InitPreparer, generator_seconds: float, folder: Path
 ) -> tuple[float, float, StageTimer, StageTimer | None]:
     """One render into a real run directory: (critical path s/frame, close + finish s, timer, writer thread's timer)."""
-    run = RunDirectory.create(folder, settings, table, {})
+    run = RunDirectory.create(folder, settings_files(settings), table, {})
     sink = RunSink(run, VideoOptions(width=512, height=512, fps=15), segment_frames=60)
     timer = StageTimer()
     config = LoopConfig(width=512, height=512)

@@ -22,7 +22,7 @@ from dreamreel.anim.color import warm_up
 from dreamreel.anim.loop import LoopConfig, LoopState, render
 from dreamreel.anim.motion import Motion, Motion2D, Motion3D, StillMotion
 from dreamreel.anim.protocols import NullProgress, ProgressReporter
-from dreamreel.anim.rundir import RunDirectory, RunSink
+from dreamreel.anim.rundir import SETTINGS, SETTINGS_DEFORUM, RunDirectory, RunSink
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
 from dreamreel.anim.video import VideoOptions, preflight
@@ -41,6 +41,7 @@ from dreamreel.runchecks import (
     model_name,
 )
 from dreamreel.settings import Settings, load_settings, resolve_schedules, with_resolved_seed
+from dreamreel.settings.io import settings_to_json
 from dreamreel.testcard import make_test_card
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def render_run(
         loaded = _load(settings, options, prepared)
         manifest_options = _manifest_options(options, prepared, source)
         run = RunDirectory.create(
-            out, settings, table, manifest_options, overwrite=options.overwrite, max_frames=frames
+            out, settings_files(settings), table, manifest_options, overwrite=options.overwrite, max_frames=frames
         )
     except BaseException:
         if not existed and out.is_dir():
@@ -227,7 +228,7 @@ def resume(
     run = RunDirectory.open(run_dir)
     if run.manifest.status == "done":
         raise SettingsError(f"the render in {run_dir} is already finished", key="--resume")
-    settings, table = run.settings(), run.table()
+    settings, table = load_settings(run.root / SETTINGS), run.table()
     saved = dict(run.manifest.options)
     frames = run.manifest.max_frames or table.max_frames
     if options.max_frames is not None and options.max_frames != frames:
@@ -259,6 +260,11 @@ def _frame_count(requested: int | None, total: int) -> int:
     if requested < 1:
         raise SettingsError(f"must be at least 1, got {requested}", key="--frames")
     return min(requested, total)
+
+
+def settings_files(settings: Settings) -> dict[str, str]:
+    """The settings files of a run directory, by name: native and Deforum form."""
+    return {SETTINGS: settings_to_json(settings), SETTINGS_DEFORUM: settings_to_json(settings, deforum=True)}
 
 
 def open_input_video(settings: Settings) -> tuple[Any, Settings]:

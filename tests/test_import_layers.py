@@ -28,7 +28,6 @@ ALLOWED: dict[str, set[str] | str] = {
 # Known exceptions, each with its reason; the list only shrinks.
 EXCEPTIONS = {
     ("settings", "dreamreel.pipelines.samplers"),  # the A1111 sampler-name table (pure Python, imported lazily)
-    ("anim", "dreamreel.settings"),  # rundir writes settings.json itself; to receive the text instead (issue 9)
 }
 
 

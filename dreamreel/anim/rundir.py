@@ -34,6 +34,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +52,6 @@ from dreamreel.fileio import atomic_open, atomic_write_text
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams, ScheduleTable
 from dreamreel.pnginfo import GenerationInfo, png_text
-from dreamreel.settings import Settings, load_settings, save_settings
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class RunDirectory:
     def create(
         cls,
         root: Path,
-        settings: Settings,
+        settings: Mapping[str, str],
         table: ScheduleTable,
         options: dict[str, Any],
         *,
@@ -150,6 +150,10 @@ class RunDirectory:
         max_frames: int | None = None,
     ) -> RunDirectory:
         """Record the run before frame 0: settings (both forms), schedule table, manifest.
+
+        ``settings`` maps the settings files' names to their text (:data:`SETTINGS`: native,
+        :data:`SETTINGS_DEFORUM`: Deforum's form); the caller renders them, so the run directory
+        needs no settings code.
 
         ``max_frames`` (at most the table's) is how many frames this run renders: the first frames
         of the full animation, whose table is saved whole.
@@ -162,8 +166,8 @@ class RunDirectory:
                 if file.is_file() and (file.name.startswith(("video.", ".video.")) or file.name == "reference.png"):
                     file.unlink(missing_ok=True)
         (root / "segments").mkdir(parents=True, exist_ok=True)
-        save_settings(settings, root / SETTINGS)
-        save_settings(settings, root / SETTINGS_DEFORUM, deforum=True)
+        for name, text in settings.items():
+            atomic_write_text(root / name, text)
         table.to_csv(root / SCHEDULE)
         frames = table.max_frames if max_frames is None else max(1, min(max_frames, table.max_frames))
         run = cls(root, Manifest(max_frames=frames, options=options))
@@ -194,9 +198,6 @@ class RunDirectory:
             if not (root / segment["path"]).is_file():
                 raise RenderError(f"{root / segment['path']} listed in {path} is missing; the run cannot be resumed")
         return run
-
-    def settings(self) -> Settings:
-        return load_settings(self.root / SETTINGS)
 
     def table(self) -> ScheduleTable:
         return ScheduleTable.from_csv(self.root / SCHEDULE)
