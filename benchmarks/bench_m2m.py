@@ -21,13 +21,13 @@ import imageio_ffmpeg
 import numpy as np
 
 from dreamreel.anim.loop import LoopConfig, render
-from dreamreel.anim.m2m import VideoFrames
 from dreamreel.anim.motion import StillMotion
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
-from dreamreel.anim.video_input import VideoSelection, open_video
 from dreamreel.controlnet.units import ControlProvider
 from dreamreel.generation import GenerationRequest
+from dreamreel.media.m2m import VideoFrames
+from dreamreel.media.video_input import VideoSelection, open_video
 from dreamreel.settings import Settings, resolve_schedules
 
 

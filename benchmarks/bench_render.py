@@ -31,12 +31,12 @@ try:
 except ImportError:  # before it existed
     warm_up = None  # type: ignore[assignment]
 from dreamreel.anim.motion import Motion2D
-from dreamreel.anim.rundir import RunDirectory, RunSink
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
-from dreamreel.anim.video import VideoOptions
 from dreamreel.generation import GenerationRequest
 from dreamreel.keyframes import ScheduleTable
+from dreamreel.media.rundir import RunDirectory, RunSink
+from dreamreel.media.video import VideoOptions
 from dreamreel.runner import settings_files
 from dreamreel.settings import Settings, resolve_schedules
 from dreamreel.testcard import make_test_card

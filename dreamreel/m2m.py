@@ -39,7 +39,7 @@ def parse_size(text: str | None, *, key: str = "--size") -> tuple[int, int] | No
 
 def default_size(path: Path) -> tuple[int, int]:
     """The input's aspect ratio with the longer side 512, both sides multiples of 8."""
-    from dreamreel.anim.ffmpeg import probe
+    from dreamreel.media.ffmpeg import probe
 
     info = probe(path)
     scale = DEFAULT_LONG_SIDE / max(info.width, info.height)

@@ -22,13 +22,13 @@ from dreamreel.anim.color import warm_up
 from dreamreel.anim.loop import LoopConfig, LoopState, render
 from dreamreel.anim.motion import Motion, Motion2D, Motion3D, StillMotion
 from dreamreel.anim.protocols import NullProgress, ProgressReporter
-from dreamreel.anim.rundir import SETTINGS, SETTINGS_DEFORUM, RunDirectory, RunSink
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
-from dreamreel.anim.video import VideoOptions, preflight
 from dreamreel.errors import RenderError, SettingsError, refuse_url
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import ScheduleTable
+from dreamreel.media.rundir import SETTINGS, SETTINGS_DEFORUM, RunDirectory, RunSink
+from dreamreel.media.video import VideoOptions, preflight
 from dreamreel.plan import summary_lines
 from dreamreel.resuming import resume_options, settings_changed
 from dreamreel.runchecks import (
@@ -269,7 +269,7 @@ def settings_files(settings: Settings) -> dict[str, str]:
 
 def open_input_video(settings: Settings) -> tuple[Any, Settings]:
     """Open (and check) the input video of Video Input mode; the settings get its frame count and fps."""
-    from dreamreel.anim.video_input import VideoSelection, open_video
+    from dreamreel.media.video_input import VideoSelection, open_video
 
     assert settings.video_input is not None
     config = settings.video_input
@@ -351,7 +351,7 @@ def _warn_unused(settings: Settings) -> None:
 def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Path | None, float]:
     """The soundtrack and where in it the video starts; a given soundtrack is checked here, naming the option or
     the key the user wrote (``--audio``, Deforum's ``soundtrack_path``, ...)."""
-    from dreamreel.anim.ffmpeg import check_audio_source
+    from dreamreel.media.ffmpeg import check_audio_source
 
     given, key = options.audio, "--audio"
     if given is None and settings.output.audio:
@@ -362,7 +362,7 @@ def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Pat
         check_audio_source(path, key=key)
         return path, 0.0
     if source is not None and settings.video_input is not None and settings.video_input.keep_audio:
-        from dreamreel.anim.video_input import audio_range
+        from dreamreel.media.video_input import audio_range
 
         if source.info.has_audio:
             return Path(settings.video_input.path).expanduser(), audio_range(source)[0]
@@ -415,7 +415,7 @@ def _run_loop(
     controls, generator, motion = loaded.controls, loaded.generator, loaded.motion
     frames = None
     if prepared.source is not None:
-        from dreamreel.anim.m2m import VideoFrames
+        from dreamreel.media.m2m import VideoFrames
 
         frames = VideoFrames(prepared.source, flow_guidance=table.numeric.get("flow_guidance"))
     config = LoopConfig(
@@ -461,7 +461,7 @@ def _run_loop(
     if pending:
         sink.replay(pending, state.next_frame - len(pending))
     if frames is not None:
-        from dreamreel.anim.m2m import FlickerSink
+        from dreamreel.media.m2m import FlickerSink
 
         sink = FlickerSink(sink, frames)
     first = state.next_frame

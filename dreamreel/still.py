@@ -15,12 +15,12 @@ from pathlib import Path
 from dreamreel.anim.loop import LoopConfig, render
 from dreamreel.anim.motion import StillMotion
 from dreamreel.anim.protocols import ProgressReporter
-from dreamreel.anim.rundir import save_png_with_info
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.errors import SettingsError
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.keyframes.table import FrameParams
 from dreamreel.m2m import MIN_SIDE
+from dreamreel.media.rundir import save_png_with_info
 from dreamreel.pnginfo import GenerationInfo
 from dreamreel.settings import Settings, resolve_schedules, with_resolved_seed
 from dreamreel.settings.io import validate_settings

@@ -17,9 +17,13 @@ ALLOWED: dict[str, set[str] | str] = {
     "settings": GROUND | {"keyframes"},
     "pipelines": GROUND | {"keyframes"},
     "anim": GROUND | {"keyframes"},
-    "controlnet": GROUND | {"keyframes", "settings", "anim"},
+    "media": GROUND | {"keyframes", "anim"},
+    "controlnet": GROUND | {"keyframes", "settings", "anim", "media"},
     "plan": GROUND | {"keyframes", "settings"},
-    **{name: GROUND | {"keyframes", "settings", "anim", "controlnet", "pipelines", "plan"} | WIRING for name in WIRING},
+    **{
+        name: GROUND | {"keyframes", "settings", "anim", "media", "controlnet", "pipelines", "plan"} | WIRING
+        for name in WIRING
+    },
     "testing": GROUND | {"keyframes", "pipelines", "controlnet", "anim"},
     "cli": "*",
     "dreamreel": GROUND,

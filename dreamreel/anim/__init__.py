@@ -1,4 +1,5 @@
-"""The frame loop: warps, colour coherence, cadence, video in and out. May import torch and cv2, never diffusers.
+"""The frame loop and what happens to a frame: warps, colour coherence, noise, cadence. May import torch
+and cv2, never diffusers, never ``dreamreel.media`` (video in and out lives there).
 
 Heavy submodules (3D warp, depth, video) are imported where they are used; the names below are
 the small public surface.

@@ -171,7 +171,7 @@ def open_unit_input(
     if not path.is_file():
         raise SettingsError(f"{path} does not exist (a video, a folder of images, or one image)", key=key)
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        from dreamreel.anim.video_input import VideoSelection, open_video
+        from dreamreel.media.video_input import VideoSelection, open_video
 
         video = open_video(path, VideoSelection(width=width, height=height))
         if video.frame_count < frames:

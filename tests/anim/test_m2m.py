@@ -9,17 +9,17 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from dreamreel.anim.ffmpeg import probe
 from dreamreel.anim.loop import LoopConfig, LoopState, render
-from dreamreel.anim.m2m import VideoFrames
 from dreamreel.anim.motion import StillMotion
 from dreamreel.anim.protocols import NullProgress
 from dreamreel.anim.steps import InitPreparer
-from dreamreel.anim.video_input import VideoSelection, open_video
 from dreamreel.cli import main
 from dreamreel.controlnet.units import ControlProvider
 from dreamreel.errors import SettingsError
 from dreamreel.generation import GenerationRequest
+from dreamreel.media.ffmpeg import probe
+from dreamreel.media.m2m import VideoFrames
+from dreamreel.media.video_input import VideoSelection, open_video
 from dreamreel.settings import Settings, resolve_schedules
 
 FPS = 12

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from dreamreel.anim.ffmpeg import probe
 from dreamreel.errors import SettingsError
 from dreamreel.keyframes import ScheduleTable
+from dreamreel.media.ffmpeg import probe
 from dreamreel.runner import RenderOptions, render_settings, resume
 from dreamreel.settings import load_settings
 
@@ -399,8 +399,8 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path, kill_case: tuple[Path, list[s
 def test_disk_full_is_a_clear_error_and_resume_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from dreamreel.anim import rundir
     from dreamreel.errors import RenderError
+    from dreamreel.media import rundir
 
     settings = settings_file(tmp_path)
     render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, segment_frames=4))
@@ -495,8 +495,8 @@ def test_an_encoder_failure_on_the_writer_thread_is_a_clear_render_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ffmpeg dying mid-run surfaces from the run directory's writer thread as a RenderError; resume finishes."""
-    from dreamreel.anim import video
     from dreamreel.errors import RenderError
+    from dreamreel.media import video
 
     settings = settings_file(tmp_path)
     render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, segment_frames=4))
@@ -538,7 +538,7 @@ def test_checkpoints_name_only_frames_the_writer_thread_has_written_and_synced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The loop runs ahead of a slow writer thread; every commit point still names only complete, fsynced files."""
-    from dreamreel.anim import rundir
+    from dreamreel.media import rundir
 
     settings = settings_file(tmp_path)
     render_settings(settings, RenderOptions(out=tmp_path / "full", preview=True, segment_frames=5))

@@ -5,8 +5,8 @@
 :func:`probe` describes a video (size, exact frame rate and frame count, durations, codecs, audio)
 by reading its packets without decoding, and :func:`check_audio_source` checks that a file can be
 a soundtrack. :func:`rational_fps` gives the exact frame rate a float means. The helpers that write
-``<name>.part`` and rename it into place are shared by segments (:mod:`dreamreel.anim.video`) and
-joins (:mod:`dreamreel.anim.join`).
+``<name>.part`` and rename it into place are shared by segments (:mod:`dreamreel.media.video`) and
+joins (:mod:`dreamreel.media.join`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ decides from them whether the video is constant or variable frame rate and how s
 numbers map to timestamps (:class:`_Timeline`). A :class:`_Decoder` is one ffmpeg process that
 streams selected frames as raw RGB, each paired with the source frame number computed from the
 timestamp ffmpeg's ``showinfo`` filter printed for it. The public API built on these is
-:mod:`dreamreel.anim.video_input`; see its docstring for frame identity and variable frame rates.
+:mod:`dreamreel.media.video_input`; see its docstring for frame identity and variable frame rates.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from dreamreel.anim.ffmpeg import MediaInfo, ffmpeg_exe, rational_fps
 from dreamreel.errors import RenderError, SettingsError
 from dreamreel.generation import Image
+from dreamreel.media.ffmpeg import MediaInfo, ffmpeg_exe, rational_fps
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dreamreel.anim.ffmpeg import PathLike, _part_name, _run, check_audio_source, probe
 from dreamreel.errors import RenderError, SettingsError
 from dreamreel.fileio import replace_durably
+from dreamreel.media.ffmpeg import PathLike, _part_name, _run, check_audio_source, probe
 
 if TYPE_CHECKING:
-    from dreamreel.anim.video import SegmentInfo, VideoOptions
+    from dreamreel.media.video import SegmentInfo, VideoOptions
 
 logger = logging.getLogger(__name__)
 

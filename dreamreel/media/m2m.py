@@ -6,9 +6,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dreamreel.anim.temporal import FlickerMeter, flow_guided_init, input_flows
-from dreamreel.anim.video_input import VideoSource
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams
+from dreamreel.media.video_input import VideoSource
 
 
 class VideoFrames:

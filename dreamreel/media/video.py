@@ -3,11 +3,11 @@
 A render streams its frames into one or more *segments*. Each segment is an independent encode
 (it starts with a keyframe) written to ``<name>.part`` and renamed into place only after ffmpeg
 exits successfully, so a segment on disk is always complete and playable.
-:func:`dreamreel.anim.join.join_segments` concatenates segments with ffmpeg's concat demuxer and
+:func:`dreamreel.media.join.join_segments` concatenates segments with ffmpeg's concat demuxer and
 ``-c copy``: no re-encoding, so joining is fast and the joined video decodes to exactly the frames
 of its segments. H.264/H.265 segments are MPEG-TS (``.ts``), VP9 segments are WebM; a GIF is
 re-encoded from H.264 segments with a two-pass palette. Running and probing ffmpeg lives in
-:mod:`dreamreel.anim.ffmpeg`. See docs/compat-output.md for the full list of choices.
+:mod:`dreamreel.media.ffmpeg`. See docs/compat-output.md for the full list of choices.
 
 Every ffmpeg failure raises :class:`~dreamreel.errors.RenderError` with the exact command and the
 tail of ffmpeg's stderr; no partial file is ever left under a final name.
@@ -32,7 +32,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from dreamreel.anim.ffmpeg import (
+from dreamreel.anim.timing import lower_priority
+from dreamreel.errors import RenderError, SettingsError, did_you_mean
+from dreamreel.fileio import replace_durably
+from dreamreel.media.ffmpeg import (
     PathLike,
     _command,
     _failure,
@@ -42,10 +45,7 @@ from dreamreel.anim.ffmpeg import (
     ffmpeg_exe,
     rational_fps,
 )
-from dreamreel.anim.join import join_segments
-from dreamreel.anim.timing import lower_priority
-from dreamreel.errors import RenderError, SettingsError, did_you_mean
-from dreamreel.fileio import replace_durably
+from dreamreel.media.join import join_segments
 
 logger = logging.getLogger(__name__)
 

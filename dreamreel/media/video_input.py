@@ -38,10 +38,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dreamreel.anim._video_decode import _KEY, _REENCODE, _Decoder, _scan_timestamps, _Timeline, _timeline
-from dreamreel.anim.ffmpeg import MediaInfo, probe
 from dreamreel.errors import RenderError, SettingsError, did_you_mean
 from dreamreel.generation import Image
+from dreamreel.media._video_decode import _KEY, _REENCODE, _Decoder, _scan_timestamps, _Timeline, _timeline
+from dreamreel.media.ffmpeg import MediaInfo, probe
 
 logger = logging.getLogger(__name__)
 

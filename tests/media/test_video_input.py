@@ -1,4 +1,4 @@
-"""Tests for dreamreel.anim.video_input: validation, exact frame identity, seeking, VFR, sizes, memory."""
+"""Tests for dreamreel.media.video_input: validation, exact frame identity, seeking, VFR, sizes, memory."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from dreamreel.anim import video_input
-from dreamreel.anim.video_input import VideoSelection, audio_range, open_video, resize_frame
 from dreamreel.errors import SettingsError
+from dreamreel.media import video_input
+from dreamreel.media.video_input import VideoSelection, audio_range, open_video, resize_frame
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 W, H, N = 64, 48, 30
@@ -184,7 +184,7 @@ def test_audio_range_counts_from_the_file_start_when_the_video_starts_later(vide
 def test_variable_frame_rate_is_decoded_as_constant_rate_with_a_notice(
     videos: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="dreamreel.anim.video_input"):
+    with caplog.at_level(logging.WARNING, logger="dreamreel.media.video_input"):
         source = open_video(videos["vfr"])
     with source:
         assert source.variable_frame_rate and source.fps_fraction == 30 and source.frame_count == N

@@ -1,4 +1,4 @@
-"""Tests for dreamreel.anim.video, .join and .ffmpeg: segments, bit-exact joins, audio, probing, preflight."""
+"""Tests for dreamreel.media.video, .join and .ffmpeg: segments, bit-exact joins, audio, probing, preflight."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from dreamreel.anim import video
-from dreamreel.anim.ffmpeg import probe, rational_fps
-from dreamreel.anim.join import join_segments, mux_audio
-from dreamreel.anim.video import SegmentInfo, SegmentWriter, VideoOptions, preflight
 from dreamreel.errors import RenderError, SettingsError
+from dreamreel.media import video
+from dreamreel.media.ffmpeg import probe, rational_fps
+from dreamreel.media.join import join_segments, mux_audio
+from dreamreel.media.video import SegmentInfo, SegmentWriter, VideoOptions, preflight
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 W, H = 128, 96

@@ -43,14 +43,14 @@ import numpy as np
 from PIL import Image as PILImage
 
 from dreamreel import __version__
-from dreamreel.anim.join import join_segments
 from dreamreel.anim.loop import LoopState
 from dreamreel.anim.timing import StageTimer, lower_priority
-from dreamreel.anim.video import SegmentInfo, SegmentWriter, VideoOptions
 from dreamreel.errors import DreamreelError, RenderError, SettingsError
 from dreamreel.fileio import atomic_open, atomic_write_text
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams, ScheduleTable
+from dreamreel.media.join import join_segments
+from dreamreel.media.video import SegmentInfo, SegmentWriter, VideoOptions
 from dreamreel.pnginfo import GenerationInfo, png_text
 
 logger = logging.getLogger(__name__)
