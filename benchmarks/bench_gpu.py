@@ -1,6 +1,6 @@
 """Frames per second of a Deforum-like 2D render on a GPU, through the path ``dreamreel render`` runs.
 
-Each case writes a native settings file and renders it with ``dreamreel.runner.render_settings``
+Each case writes a native settings file and renders it with ``dreamreel.jobs.render.render_settings``
 (settings -> schedule table -> checks -> model load -> 2D motion, LAB colour coherence, noise,
 anti-blur -> the diffusers generator -> a real run directory with the h264 encoder -> the video),
 512x512, a zoom + rotation + pan camera, Deforum strength 0.65 (diffusers denoising strength 0.35):
@@ -277,7 +277,7 @@ HEADER = (
 def run_case(name: str, case: Case, args: argparse.Namespace, work: Path, model: str, taesd: str | None) -> Result:
     import torch
 
-    from dreamreel.runner import RenderOptions, render_settings
+    from dreamreel.jobs.render import RenderOptions, render_settings
 
     settings = settings_for(case, size=args.size, frames=args.frames, prompt=args.prompt, strength=args.strength)
     settings_file = work / f"case-{name}.json"

@@ -34,10 +34,10 @@ from dreamreel.anim.motion import Motion2D
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
 from dreamreel.generation import GenerationRequest
+from dreamreel.jobs.render import settings_files
 from dreamreel.keyframes import ScheduleTable
 from dreamreel.media.rundir import RunDirectory, RunSink
 from dreamreel.media.video import VideoOptions
-from dreamreel.runner import settings_files
 from dreamreel.settings import Settings, resolve_schedules
 from dreamreel.testcard import make_test_card
 
@@ -122,7 +122,7 @@ def _preview_rss(frames: int, folder: Path) -> tuple[int, float]:
     settings = folder / f"s{frames}.json"
     settings.write_text(json.dumps({**SETTINGS, "max_frames": frames, "color_coherence": None}))
     code = (
-        "import resource; from pathlib import Path; from dreamreel.runner import RenderOptions, render_settings;"
+        "import resource; from pathlib import Path; from dreamreel.jobs.render import RenderOptions, render_settings;"
         f"r = render_settings(Path({str(settings)!r}), RenderOptions(out=Path({str(folder / f'run{frames}')!r}), "
         "preview=True, preset='veryfast'));"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, r.timer.seconds['join'])"
@@ -144,7 +144,7 @@ def memory_and_join() -> None:
 def tiny_model_ratio(frames: int = 48) -> None:
     import torch
 
-    from dreamreel.runner import RenderOptions, render_settings
+    from dreamreel.jobs.render import RenderOptions, render_settings
     from dreamreel.testing import save_tiny_model
 
     torch.set_num_threads(1)

@@ -263,10 +263,10 @@ def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def _render_options(args: argparse.Namespace) -> Any:
-    """The :class:`~dreamreel.runner.RenderOptions` of ``render`` or ``m2m``: every field that is an option."""
+    """The :class:`~dreamreel.jobs.render.RenderOptions` of ``render`` or ``m2m``: every field that is an option."""
     from dataclasses import fields
 
-    from dreamreel.runner import RenderOptions
+    from dreamreel.jobs.render import RenderOptions
 
     return RenderOptions(**{f.name: getattr(args, f.name) for f in fields(RenderOptions) if hasattr(args, f.name)})
 
@@ -293,8 +293,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_render(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.jobs.render import render_settings, resume
     from dreamreel.progress import RichProgress
-    from dreamreel.runner import render_settings, resume
 
     if (args.settings is None) == (args.resume is None):
         raise SettingsError("give either a settings file or --resume RUN_DIR", key="render")
@@ -314,10 +314,10 @@ def _cmd_render(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_still(args: argparse.Namespace, console: Console) -> int:
-    from dreamreel.m2m import parse_size
+    from dreamreel.jobs.m2m import parse_size
+    from dreamreel.jobs.still import StillRequest, render_stills
     from dreamreel.pnginfo import read_info
     from dreamreel.progress import RichProgress
-    from dreamreel.still import StillRequest, render_stills
 
     width, height = parse_size(args.size) or (None, None)
     overrides = {
@@ -352,7 +352,7 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
         )  # fmt: skip
 
     from dreamreel.fileio import unwritable_folder
-    from dreamreel.runner import model_info
+    from dreamreel.jobs.render import model_info
 
     problem = unwritable_folder(args.out)  # before the model loads; creates nothing
     if problem:
@@ -367,9 +367,9 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_m2m(args: argparse.Namespace, console: Console) -> int:
-    from dreamreel.m2m import m2m_settings
+    from dreamreel.jobs.m2m import m2m_settings
+    from dreamreel.jobs.render import render_run
     from dreamreel.progress import RichProgress
-    from dreamreel.runner import render_run
 
     if args.audio is not None and args.no_audio:
         raise SettingsError("and --audio contradict each other; give one of them", key="--no-audio")
@@ -435,7 +435,7 @@ def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
     settings = with_resolved_seed(load_settings(args.settings))
     if settings.mode == "video":  # the input video decides the number of frames and the fps
-        from dreamreel.runner import open_input_video
+        from dreamreel.jobs.render import open_input_video
 
         settings = open_input_video(settings)[1]
     table = resolve_schedules(settings, source=str(args.settings))

@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "dreamreel"
 
 GROUND = {"errors", "fileio", "generation", "pnginfo", "testcard", "progress"}
-WIRING = {"runner", "runchecks", "resuming", "still", "m2m"}
+WIRING = {"jobs"}
 
 # unit -> the units it may import (besides itself); "*" = anything
 ALLOWED: dict[str, set[str] | str] = {

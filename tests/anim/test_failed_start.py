@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dreamreel.errors import DreamreelError, ModelLoadError, SettingsError
-from dreamreel.runner import PreviewGenerator, RenderOptions, render_settings
+from dreamreel.jobs.render import PreviewGenerator, RenderOptions, render_settings
 
 from .test_render import settings_file
 

@@ -162,7 +162,7 @@ def test_deforum_video_input_settings_render_through_dreamreel_render(
 ) -> None:
     import json
 
-    from dreamreel.runner import RenderOptions, render_settings
+    from dreamreel.jobs.render import RenderOptions, render_settings
 
     monkeypatch.setenv("DREAMREEL_CACHE_DIR", str(tmp_path / "cache"))
     deforum = {

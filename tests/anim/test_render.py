@@ -16,9 +16,9 @@ import pytest
 from PIL import Image as PILImage
 
 from dreamreel.errors import SettingsError
+from dreamreel.jobs.render import RenderOptions, render_settings, resume
 from dreamreel.keyframes import ScheduleTable
 from dreamreel.media.ffmpeg import probe
-from dreamreel.runner import RenderOptions, render_settings, resume
 from dreamreel.settings import load_settings
 
 

@@ -208,7 +208,7 @@ def test_a_full_disk_says_so_and_how_to_continue(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(run / "segments" / "00003.mp4"))
 
-    monkeypatch.setattr("dreamreel.runner.render_settings", full)
+    monkeypatch.setattr("dreamreel.jobs.render.render_settings", full)
     line = error_of(capsys, ["render", str(TUNNEL), "--preview", "--out", str(run)])
     assert line.startswith(f"error: --out: disk full while writing {run / 'segments' / '00003.mp4'}"), line
     assert f"free some space and continue with 'dreamreel render --resume {run}'" in line
@@ -220,7 +220,7 @@ def test_an_escaped_os_error_names_the_option_whose_path_failed(
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "run" / "manifest.json"))
 
-    monkeypatch.setattr("dreamreel.runner.render_settings", denied)
+    monkeypatch.setattr("dreamreel.jobs.render.render_settings", denied)
     line = error_of(capsys, ["render", str(TUNNEL), "--preview", "--out", str(tmp_path / "run")])
     assert line == f"error: --out: cannot write {tmp_path / 'run' / 'manifest.json'}: Permission denied"
 

@@ -51,8 +51,8 @@ def test_batches_write_pngs_with_a1111_info_and_regenerate(
 
 
 def test_batch_size_makes_one_sampler_call_per_batch(model: Path, tmp_path: Path) -> None:
+    from dreamreel.jobs.still import StillRequest, render_stills
     from dreamreel.pipelines.generator import DiffusersGenerator
-    from dreamreel.still import StillRequest, render_stills
 
     generator = DiffusersGenerator.from_source(str(model))
     batch_calls: list[int] = []  # the count of each generate_batch call
@@ -87,7 +87,7 @@ def test_batch_size_makes_one_sampler_call_per_batch(model: Path, tmp_path: Path
 
 def test_batches_serve_queued_images_only_for_their_seed() -> None:
     from dreamreel.generation import GenerationRequest
-    from dreamreel.still import _Batches
+    from dreamreel.jobs.still import _Batches
 
     calls: list[tuple[int, int]] = []
 

@@ -26,12 +26,7 @@ from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
 from dreamreel.errors import RenderError, SettingsError, refuse_url
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
-from dreamreel.keyframes.table import ScheduleTable
-from dreamreel.media.rundir import SETTINGS, SETTINGS_DEFORUM, RunDirectory, RunSink
-from dreamreel.media.video import VideoOptions, preflight
-from dreamreel.plan import summary_lines
-from dreamreel.resuming import resume_options, settings_changed
-from dreamreel.runchecks import (
+from dreamreel.jobs.checks import (
     check_models,
     check_samplers,
     controlnet_models,
@@ -40,6 +35,11 @@ from dreamreel.runchecks import (
     fingerprint,
     model_name,
 )
+from dreamreel.jobs.resume import resume_options, settings_changed
+from dreamreel.keyframes.table import ScheduleTable
+from dreamreel.media.rundir import SETTINGS, SETTINGS_DEFORUM, RunDirectory, RunSink
+from dreamreel.media.video import VideoOptions, preflight
+from dreamreel.plan import summary_lines
 from dreamreel.settings import Settings, load_settings, resolve_schedules, with_resolved_seed
 from dreamreel.settings.io import settings_to_json
 from dreamreel.testcard import make_test_card

@@ -18,8 +18,8 @@ from dreamreel.anim.protocols import ProgressReporter
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.errors import SettingsError
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
+from dreamreel.jobs.m2m import MIN_SIDE
 from dreamreel.keyframes.table import FrameParams
-from dreamreel.m2m import MIN_SIDE
 from dreamreel.media.rundir import save_png_with_info
 from dreamreel.pnginfo import GenerationInfo
 from dreamreel.settings import Settings, resolve_schedules, with_resolved_seed
@@ -173,8 +173,8 @@ def render_stills(
     progress: ProgressReporter | None = None,
 ) -> list[Path]:
     """Generate the stills through the frame loop and write them to ``out``; returns the PNG paths."""
-    from dreamreel.runchecks import check_samplers
-    from dreamreel.runner import load_init_image
+    from dreamreel.jobs.checks import check_samplers
+    from dreamreel.jobs.render import load_init_image
 
     settings = with_resolved_seed(request.settings(model))
     table = resolve_schedules(settings)  # prompts are checked here, before the model loads

@@ -17,7 +17,7 @@ from dreamreel.keyframes.table import ScheduleTable
 from dreamreel.settings import Settings
 
 if TYPE_CHECKING:
-    from dreamreel.runner import RenderOptions
+    from dreamreel.jobs.render import RenderOptions
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dreamreel.errors import SettingsError
-from dreamreel.runchecks import depth_folder, file_sha256, fingerprint, fingerprint_text
+from dreamreel.jobs.checks import depth_folder, file_sha256, fingerprint, fingerprint_text
 
 if TYPE_CHECKING:
-    from dreamreel.runner import RenderOptions
+    from dreamreel.jobs.render import RenderOptions
 
 logger = logging.getLogger(__name__)
 
