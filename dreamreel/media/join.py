@@ -25,7 +25,7 @@ from dreamreel.fileio import replace_durably
 from dreamreel.media.ffmpeg import PathLike, _part_name, _run, check_audio_source, probe
 
 if TYPE_CHECKING:
-    from dreamreel.media.video import SegmentInfo, VideoOptions
+    from dreamreel.media.options import SegmentInfo, VideoOptions
 
 logger = logging.getLogger(__name__)
 
