@@ -72,6 +72,17 @@ def odd_kernel(kernel: float) -> int:
     return size if size % 2 == 1 else size + 1
 
 
+def unsharp_settings(amount: float, kernel: float, sigma: float, threshold: float) -> tuple[float, int, float, float]:
+    """The anti-blur settings checked (finite, >= 0, named by their Deforum keys): (amount, odd kernel size,
+    sigma, threshold). Shared by the OpenCV and the torch unsharp mask."""
+    return (
+        check_setting(amount, key="amount_schedule", what="The anti-blur amount"),
+        odd_kernel(check_setting(kernel, key="kernel_schedule", what="The anti-blur kernel size")),
+        check_setting(sigma, key="sigma_schedule", what="The anti-blur sigma"),
+        check_setting(threshold, key="threshold_schedule", what="The anti-blur threshold"),
+    )
+
+
 def unsharp_mask(image: Image, *, amount: float, kernel: float = 5, sigma: float = 1.0, threshold: float = 0) -> Image:
     """Deforum's anti-blur: sharpen by ``amount`` against a Gaussian blur.
 
@@ -95,10 +106,7 @@ def unsharp_mask(image: Image, *, amount: float, kernel: float = 5, sigma: float
         SettingsError: a parameter is negative or not finite.
     """
     image = check_image(image)
-    amount = check_setting(amount, key="amount_schedule", what="The anti-blur amount")
-    size = odd_kernel(check_setting(kernel, key="kernel_schedule", what="The anti-blur kernel size"))
-    sigma = check_setting(sigma, key="sigma_schedule", what="The anti-blur sigma")
-    threshold = check_setting(threshold, key="threshold_schedule", what="The anti-blur threshold")
+    amount, size, sigma, threshold = unsharp_settings(amount, kernel, sigma, threshold)
     if amount == 0.0 or size == 1 or threshold > 255:
         return image.copy()
     blurred = cv2.GaussianBlur(image, (size, size), sigma, borderType=cv2.BORDER_REFLECT_101)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dreamreel.anim.filters import check_setting, odd_kernel
+from dreamreel.anim.filters import check_setting, unsharp_settings
 from dreamreel.anim.noise import NOISE_KINDS, noise_image
 from dreamreel.anim.warp2d import border_flag
 from dreamreel.errors import SettingsError
@@ -276,10 +276,7 @@ def unsharp_mask_tensor(
 ) -> torch.Tensor:
     """:func:`dreamreel.anim.filters.unsharp_mask` on a tensor (same parameters, same validation)."""
     image = check_tensor_image(image)
-    amount = check_setting(amount, key="amount_schedule", what="The anti-blur amount")
-    size = odd_kernel(check_setting(kernel, key="kernel_schedule", what="The anti-blur kernel size"))
-    sigma = check_setting(sigma, key="sigma_schedule", what="The anti-blur sigma")
-    threshold = check_setting(threshold, key="threshold_schedule", what="The anti-blur threshold")
+    amount, size, sigma, threshold = unsharp_settings(amount, kernel, sigma, threshold)
     if amount == 0.0 or size == 1 or threshold > 255:
         return image.clone()
     blurred = gaussian_blur_tensor(image, size, sigma)
