@@ -10,7 +10,8 @@ import errno
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -208,7 +209,8 @@ def render_run(
     if frames < table.max_frames:
         logger.info("rendering the first %d of the animation's %d frames (--frames)", frames, table.max_frames)
     state = LoopState(color_reference=prepared.color_image)
-    return _run(run, prepared, loaded, options, state, progress, should_stop)
+    with _disk_full_says_what_is_safe(run):
+        return _run_loop(run, prepared, loaded, options, state, progress, should_stop)
 
 
 def resume(
@@ -250,7 +252,8 @@ def resume(
     run.begin()
     state, pending = run.saved_state()
     logger.info("resuming %s at frame %d of %d", run_dir, state.next_frame, frames)
-    return _run(run, prepared, loaded, merged, state, progress, should_stop, pending)
+    with _disk_full_says_what_is_safe(run):
+        return _run_loop(run, prepared, loaded, merged, state, progress, should_stop, pending)
 
 
 def _frame_count(requested: int | None, total: int) -> int:
@@ -369,18 +372,11 @@ def _audio(settings: Settings, options: RenderOptions, source: Any) -> tuple[Pat
     return None, 0.0
 
 
-def _run(
-    run: RunDirectory,
-    prepared: Prepared,
-    loaded: Loaded,
-    options: RenderOptions,
-    state: LoopState,
-    progress: ProgressReporter | None,
-    should_stop: Callable[[], bool],
-    pending: list[Image] | None = None,
-) -> RenderReport:
+@contextmanager
+def _disk_full_says_what_is_safe(run: RunDirectory) -> Iterator[None]:
+    """A full disk (from Python or from ffmpeg) becomes a RenderError naming the safe frames and the resume command."""
     try:
-        return _run_loop(run, prepared, loaded, options, state, progress, should_stop, pending)
+        yield
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
