@@ -41,6 +41,9 @@ class NullSink:
     def write(self, image: np.ndarray, params: object) -> None:
         return None
 
+    def checkpoint(self, state: object) -> None:
+        return None
+
     def close(self) -> None:
         return None
 

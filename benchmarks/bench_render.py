@@ -75,10 +75,7 @@ def _run_once(
     timer = StageTimer()
     config = LoopConfig(width=512, height=512)
     start = time.perf_counter()
-    render(
-        config, table, Stub(generator_seconds), sink, motion=Motion2D(512, 512), prepare=prepare,
-        checkpoint=sink.checkpoint, timer=timer,
-    )  # fmt: skip
+    render(config, table, Stub(generator_seconds), sink, motion=Motion2D(512, 512), prepare=prepare, timer=timer)
     wall = time.perf_counter() - start
     start = time.perf_counter()
     sink.close()

@@ -249,6 +249,11 @@ def _add_output_options(parser: argparse.ArgumentParser, *, out_help: str) -> No
         "--annotators", type=_local_path("annotators folder", folder=True), metavar="DIR",
         help="folder with ControlNet detector weights (lllyasviel/Annotators file names)",
     )  # fmt: skip
+    parser.add_argument(
+        "--frame-ops", default="auto", choices=["auto", "host", "torch"],
+        help="where warps, colour matching, noise and blends run between diffusions: auto (on the generator's GPU "
+        "for 2D renders, else OpenCV on the CPU), host (always OpenCV), torch (torch on the generator's device)",
+    )  # fmt: skip
 
 
 def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -263,12 +268,11 @@ def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def _render_options(args: argparse.Namespace) -> Any:
-    """The :class:`~dreamreel.jobs.render.RenderOptions` of ``render`` or ``m2m``: every field that is an option."""
-    from dataclasses import fields
-
+    """The :class:`~dreamreel.jobs.render.RenderOptions` of ``render`` or ``m2m``, through the builder (and the
+    checks) Python callers use too."""
     from dreamreel.jobs.render import RenderOptions
 
-    return RenderOptions(**{f.name: getattr(args, f.name) for f in fields(RenderOptions) if hasattr(args, f.name)})
+    return RenderOptions.from_values(vars(args))
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

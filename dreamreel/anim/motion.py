@@ -1,17 +1,20 @@
 """Camera motion per mode: how the previous frame is warped into the next one.
 
 A :class:`Motion` warps an image by one frame's motion (``warp``) and, for cadence in-betweens,
-moves a later diffusion back to an earlier frame's camera position (``back``).
+moves a later diffusion back to an earlier frame's camera position (``back``). :class:`Motion2D`
+works on frames of any :class:`~dreamreel.anim.frame_ops.FrameOps` (numpy on the host, tensors on
+a device); :class:`Motion3D` on numpy images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from dreamreel.anim.cadence import flow, warp_by_flow
+from dreamreel.anim.frame_ops import HOST_OPS, FrameOps
 from dreamreel.anim.timing import StageTimer
 from dreamreel.anim.warp2d import motion_matrix_2d, perspective_flip_matrix, warp_with_matrix
 from dreamreel.generation import Image
@@ -26,11 +29,11 @@ Border = Literal["replicate", "wrap"]
 class Motion(Protocol):
     """Warps frames for one animation mode."""
 
-    def warp(self, image: Image, params: FrameParams, timer: StageTimer) -> Image:
+    def warp(self, image: Any, params: FrameParams) -> Any:
         """``image`` (at frame ``params.frame - 1``) moved by frame ``params.frame``'s motion."""
         ...
 
-    def back(self, image: Image, rows: Sequence[FrameParams], at: Image, end: Image) -> Image:
+    def back(self, image: Any, rows: Sequence[FrameParams], at: Any, end: Any) -> Any:
         """``image`` (at the camera position after ``rows[-1]``) moved back to before ``rows[0]``.
 
         ``at`` and ``end`` are the warped previous diffusion at those two positions, for motions that
@@ -42,21 +45,31 @@ class Motion(Protocol):
 class StillMotion:
     """No motion (Video Input, Interpolation and still images)."""
 
-    def warp(self, image: Image, params: FrameParams, timer: StageTimer) -> Image:
+    def warp(self, image: Any, params: FrameParams) -> Any:
         return image
 
-    def back(self, image: Image, rows: Sequence[FrameParams], at: Image, end: Image) -> Image:
+    def back(self, image: Any, rows: Sequence[FrameParams], at: Any, end: Any) -> Any:
         return image
 
 
 class Motion2D:
-    """Deforum's 2D motion: one 3x3 matrix per frame (``bM @ R @ T`` with the perspective flip)."""
+    """Deforum's 2D motion: one 3x3 matrix per frame (``bM @ R @ T`` with the perspective flip),
+    applied by ``ops`` (OpenCV on the host by default, or on the frames' device)."""
 
-    def __init__(self, width: int, height: int, *, border: Border = "replicate", perspective_flip: bool = False):
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        *,
+        border: Border = "replicate",
+        perspective_flip: bool = False,
+        ops: FrameOps[Any] = HOST_OPS,
+    ):
         self.width = width
         self.height = height
         self.border: Border = border
         self.perspective_flip = perspective_flip
+        self.ops = ops
 
     def matrix(self, p: FrameParams) -> np.ndarray:
         """The source-to-destination matrix of frame ``p``."""
@@ -82,19 +95,22 @@ class Motion2D:
             m = flip @ m
         return m
 
-    def warp(self, image: Image, params: FrameParams, timer: StageTimer) -> Image:
-        return warp_with_matrix(image, self.matrix(params), border=self.border)
+    def warp(self, image: Any, params: FrameParams) -> Any:
+        return self.ops.warp(image, self.matrix(params), border=self.border)
 
-    def back(self, image: Image, rows: Sequence[FrameParams], at: Image, end: Image) -> Image:
+    def back(self, image: Any, rows: Sequence[FrameParams], at: Any, end: Any) -> Any:
         combined = np.eye(3)
         for row in rows:
             combined = self.matrix(row) @ combined
-        return warp_with_matrix(image, np.asarray(np.linalg.inv(combined), np.float64), border=self.border)
+        return self.ops.warp(image, np.asarray(np.linalg.inv(combined), np.float64), border=self.border)
 
 
 class Motion3D:
     """Deforum's 3D motion: depth predicted from each frame, then the depth warp (optionally after
-    the 2D perspective flip). In-betweens move back along the optical flow between the warped frames."""
+    the 2D perspective flip). In-betweens move back along the optical flow between the warped frames.
+
+    The depth model's time goes to ``timer``'s "depth" stage (the render's timer).
+    """
 
     def __init__(
         self,
@@ -107,14 +123,16 @@ class Motion3D:
         padding_mode: str = "border",
         sampling_mode: str = "bicubic",
         device: str = "cpu",
+        timer: StageTimer | None = None,
     ) -> None:
         self.depth_model = depth_model
+        self.timer = timer or StageTimer()
         self.flip = Motion2D(width, height, border=border, perspective_flip=True) if perspective_flip else None
         self.padding_mode = padding_mode
         self.sampling_mode = sampling_mode
         self.device = device
 
-    def warp(self, image: Image, params: FrameParams, timer: StageTimer) -> Image:
+    def warp(self, image: Image, params: FrameParams) -> Image:
         from dreamreel.anim.warp3d import depth_to_z, warp_3d
 
         if self.flip is not None:
@@ -129,7 +147,7 @@ class Motion3D:
             image = warp_with_matrix(image, flip, border=self.flip.border)
         z = None
         if self.depth_model is not None:
-            with timer.stage("depth"):
+            with self.timer.stage("depth"):
                 z = depth_to_z(self.depth_model.predict(image), inverse=getattr(self.depth_model, "inverse", True))
         return warp_3d(
             image,

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams
 
+if TYPE_CHECKING:
+    from dreamreel.anim.loop import LoopState
+
 
 class FrameSink(Protocol):
-    """Receives every output frame, in order."""
+    """Receives every output frame, in order, and the loop state after each cadence group."""
 
     def write(self, image: Image, params: FrameParams) -> None:
-        """Take frame ``params.frame``."""
+        """Take frame ``params.frame`` (the sink may keep ``image``; the loop does not change it)."""
+        ...
+
+    def checkpoint(self, state: LoopState) -> None:
+        """The frames so far end a cadence group; ``state`` resumes after them (save it, or ignore it)."""
         ...
 
     def close(self) -> None:

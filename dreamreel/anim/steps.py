@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from dreamreel.anim.color import ColorMatcher
-from dreamreel.anim.filters import adjust_contrast, unsharp_mask
-from dreamreel.anim.noise import NoiseAhead, add_noise
+from dreamreel.anim.frame_ops import HOST_OPS, ColorMatch, FrameOps
+from dreamreel.anim.noise import NoiseAhead
 from dreamreel.anim.timing import StageTimer
-from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams
 
 
@@ -23,6 +22,9 @@ class InitPreparer:
         sharpen: False in motion previews for the same reason.
         contrast: False in motion previews for the same reason (a contrast below or above 1 compounds
             frame after frame when no diffusion restores the image).
+        ops: where the frames are and what runs on them (:data:`~dreamreel.anim.frame_ops.HOST_OPS`:
+            numpy and OpenCV; :class:`~dreamreel.anim.torch_chain.TorchOps`: tensors on a device).
+            The noise image is always made on the host, ahead of time (:meth:`prefetch`).
 
     A motion preview also sets ``color_space`` to None: matching the warped frame's colours to the
     reference again and again, with no diffusion in between, grows halos and blotches.
@@ -35,7 +37,8 @@ class InitPreparer:
     add_noise: bool = True
     sharpen: bool = True
     contrast: bool = True
-    _matchers: dict[int, tuple[Image, ColorMatcher]] = field(default_factory=dict, repr=False)
+    ops: FrameOps[Any] = HOST_OPS
+    _matchers: dict[int, tuple[Any, ColorMatch[Any]]] = field(default_factory=dict, repr=False)
     _ahead: NoiseAhead | None = field(default=None, repr=False)
 
     def prefetch(self, params: FrameParams, height: int, width: int) -> None:
@@ -47,28 +50,29 @@ class InitPreparer:
             self._ahead = NoiseAhead(self.noise_kind, octaves=self.perlin_octaves, persistence=self.perlin_persistence)
         self._ahead.request(height, width, int(params.seed))
 
-    def match_colors(self, image: Image, reference: Image) -> Image:
+    def match_colors(self, image: Any, reference: Any) -> Any:
         """``image`` with the colour histograms of ``reference`` (the matcher is built once per reference)."""
         if self.color_space is None:
             return image
         cached = self._matchers.get(id(reference))
         if cached is None or cached[0] is not reference:
-            cached = (reference, ColorMatcher(reference, self.color_space))
+            cached = (reference, self.ops.color_matcher(reference, self.color_space))
             self._matchers = {id(reference): cached}
         return cached[1].match(image)
 
     def _noise_settings(self) -> tuple[str, int, float, int]:
         return (str(self.noise_kind), int(self.perlin_octaves), float(self.perlin_persistence), 8)
 
-    def __call__(self, image: Image, params: FrameParams, reference: Image | None, timer: StageTimer) -> Image:
+    def __call__(self, image: Any, params: FrameParams, reference: Any, timer: StageTimer) -> Any:
+        """The init of diffused frame ``params.frame`` from the warped previous output (frames of ``ops``)."""
         if reference is not None and self.color_space is not None:
             with timer.stage("color"):
                 image = self.match_colors(image, reference)
         with timer.stage("filters"):
             if self.contrast and params.contrast != 1.0:
-                image = adjust_contrast(image, params.contrast)
+                image = self.ops.adjust_contrast(image, params.contrast)
             if self.sharpen and params.antiblur_amount > 0:
-                image = unsharp_mask(
+                image = self.ops.unsharp_mask(
                     image,
                     amount=params.antiblur_amount,
                     kernel=int(params.antiblur_kernel),
@@ -80,13 +84,13 @@ class InitPreparer:
                 ready = None
                 if self._ahead is not None and self._ahead.settings == self._noise_settings():
                     ready = self._ahead.take(image.shape[0], image.shape[1], int(params.seed))
-                image = add_noise(
+                image = self.ops.add_noise(
                     image,
                     params.noise,
                     seed=int(params.seed),
                     kind=self.noise_kind,
                     octaves=self.perlin_octaves,
                     persistence=self.perlin_persistence,
-                    ready=ready if ready is not None and ready.shape == image.shape else None,
+                    ready=ready,
                 )
         return image

@@ -1,124 +1,106 @@
-"""Device-resident versions of the loop's per-frame helpers: :class:`TorchInitPreparer`, :class:`TorchMotion2D`.
+""":class:`TorchOps`: the loop's per-frame operations on ``(H, W, 3)`` uint8 tensors on one device.
 
-They mirror :class:`dreamreel.anim.steps.InitPreparer` and :class:`dreamreel.anim.motion.Motion2D`
-call for call, with (H, W, 3) uint8 tensors instead of numpy arrays (see
-:mod:`dreamreel.anim.torch_ops` for the convention and the agreement with the OpenCV path), so a
-loop running its generator on CUDA/MPS can keep a frame on the device from the VAE decode to the
-next VAE encode. Nothing here synchronises with the device.
+With these, :class:`dreamreel.anim.steps.InitPreparer`, :class:`dreamreel.anim.motion.Motion2D`
+and the frame loop keep a frame on the generator's device from the VAE decode to the next VAE
+encode (see :mod:`dreamreel.anim.frame_ops`). The operations are those of
+:mod:`dreamreel.anim.torch_ops` and :mod:`dreamreel.anim.torch_color`, where their agreement with
+the OpenCV path is documented. Nothing here synchronises with the device except :meth:`TorchOps.download`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 
-from dreamreel.anim.motion import Border, Motion2D
-from dreamreel.anim.timing import StageTimer
 from dreamreel.anim.torch_color import TorchColorMatcher
 from dreamreel.anim.torch_ops import (
     add_noise_tensor,
     adjust_contrast_tensor,
-    noise_tensor,
+    to_numpy,
+    to_tensor,
+    tween_tensor,
     unsharp_mask_tensor,
     warp_tensor,
 )
-from dreamreel.keyframes.table import FrameParams
+from dreamreel.anim.warp2d import Matrix
+from dreamreel.errors import SettingsError
+from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 
-__all__ = ["TorchInitPreparer", "TorchMotion2D"]
+__all__ = ["TorchOps"]
 
 
-@dataclass
-class TorchInitPreparer:
-    """:class:`dreamreel.anim.steps.InitPreparer` for tensors: colour match, contrast, anti-blur, noise.
+class TorchOps:
+    """Frames are ``(H, W, 3)`` uint8 tensors on ``device`` (see :class:`dreamreel.anim.frame_ops.FrameOps`).
 
-    Same attributes and order as InitPreparer. The noise image is built on the host (it only
-    depends on the seed, size and settings) after the device work of the other steps has been
-    queued, so on a GPU the two overlap; it is then uploaded without waiting.
+    The generator must offer ``generate_tensor(request, init)`` (diffusers' pipelines take and
+    return device tensors); the noise image is built on the host, where it is defined (numpy's
+    seeded generators), and uploaded without waiting.
     """
 
-    color_space: str | None = "lab"
-    noise_kind: str = "perlin"
-    perlin_octaves: int = 4
-    perlin_persistence: float = 0.5
-    add_noise: bool = True
-    sharpen: bool = True
-    contrast: bool = True
-    _matchers: dict[int, tuple[torch.Tensor, TorchColorMatcher]] = field(default_factory=dict, repr=False)
+    name = "torch"
 
-    def match_colors(self, image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """``image`` with the colour histograms of ``reference`` (statistics built once per reference tensor)."""
-        if self.color_space is None:
-            return image
-        cached = self._matchers.get(id(reference))
-        if cached is None or cached[0] is not reference:
-            cached = (reference, TorchColorMatcher(reference, self.color_space))
-            self._matchers = {id(reference): cached}
-        return cached[1].match(image)
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
 
-    def __call__(
-        self, image: torch.Tensor, params: FrameParams, reference: torch.Tensor | None, timer: StageTimer
+    def __repr__(self) -> str:
+        return f"TorchOps({str(self.device)!r})"
+
+    def upload(self, image: Image) -> torch.Tensor:
+        return to_tensor(image, self.device)
+
+    def download(self, frame: torch.Tensor) -> Image:
+        return to_numpy(frame)
+
+    def color_matcher(self, reference: torch.Tensor, space: str) -> TorchColorMatcher:
+        return TorchColorMatcher(reference, space)
+
+    def adjust_contrast(self, frame: torch.Tensor, factor: float) -> torch.Tensor:
+        return adjust_contrast_tensor(frame, factor)
+
+    def unsharp_mask(
+        self, frame: torch.Tensor, *, amount: float, kernel: int, sigma: float, threshold: float
     ) -> torch.Tensor:
-        if reference is not None and self.color_space is not None:
-            with timer.stage("color"):
-                image = self.match_colors(image, reference)
-        with timer.stage("filters"):
-            if self.contrast and params.contrast != 1.0:
-                image = adjust_contrast_tensor(image, params.contrast)
-            if self.sharpen and params.antiblur_amount > 0:
-                image = unsharp_mask_tensor(
-                    image,
-                    amount=params.antiblur_amount,
-                    kernel=int(params.antiblur_kernel),
-                    sigma=params.antiblur_sigma,
-                    threshold=params.antiblur_threshold,
-                )
-        with timer.stage("noise"):
-            if self.add_noise and params.noise > 0:
-                noise = noise_tensor(
-                    image.shape[0],
-                    image.shape[1],
-                    seed=int(params.seed),
-                    kind=self.noise_kind,
-                    octaves=self.perlin_octaves,
-                    persistence=self.perlin_persistence,
-                    device=image.device,
-                )
-                image = add_noise_tensor(
-                    image,
-                    params.noise,
-                    seed=int(params.seed),
-                    kind=self.noise_kind,
-                    octaves=self.perlin_octaves,
-                    persistence=self.perlin_persistence,
-                    noise=noise,
-                )
-        return image
+        return unsharp_mask_tensor(frame, amount=amount, kernel=kernel, sigma=sigma, threshold=threshold)
 
-
-class TorchMotion2D:
-    """:class:`dreamreel.anim.motion.Motion2D` for tensors: the same matrices, warped on the tensor's device."""
-
-    def __init__(self, width: int, height: int, *, border: Border = "replicate", perspective_flip: bool = False):
-        self._matrices = Motion2D(width, height, border=border, perspective_flip=perspective_flip)
-        self.width = width
-        self.height = height
-        self.border: Border = border
-        self.perspective_flip = perspective_flip
-
-    def matrix(self, p: FrameParams) -> np.ndarray:
-        """The source-to-destination matrix of frame ``p`` (host float64, as Motion2D.matrix)."""
-        return self._matrices.matrix(p)
-
-    def warp(self, image: torch.Tensor, params: FrameParams, timer: StageTimer) -> torch.Tensor:
-        return warp_tensor(image, self.matrix(params), border=self.border)
-
-    def back(
-        self, image: torch.Tensor, rows: Sequence[FrameParams], at: torch.Tensor, end: torch.Tensor
+    def add_noise(
+        self,
+        frame: torch.Tensor,
+        amount: float,
+        *,
+        seed: int,
+        kind: str,
+        octaves: int,
+        persistence: float,
+        ready: Image | None = None,
     ) -> torch.Tensor:
-        combined = np.eye(3)
-        for row in rows:
-            combined = self.matrix(row) @ combined
-        return warp_tensor(image, np.asarray(np.linalg.inv(combined), np.float64), border=self.border)
+        usable = ready is not None and tuple(ready.shape) == tuple(frame.shape)
+        return add_noise_tensor(
+            frame,
+            amount,
+            seed=seed,
+            kind=kind,
+            octaves=octaves,
+            persistence=persistence,
+            noise=to_tensor(ready, frame.device) if usable and ready is not None else None,
+        )
+
+    def warp(self, frame: torch.Tensor, matrix: Matrix, *, border: str) -> torch.Tensor:
+        return warp_tensor(frame, matrix, border=border)
+
+    def tween(self, previous: torch.Tensor, following: torch.Tensor, weight: float) -> torch.Tensor:
+        return tween_tensor(previous, following, weight)
+
+    def generate(
+        self, generator: FrameGenerator, request: GenerationRequest, init: torch.Tensor | None
+    ) -> torch.Tensor:
+        run: Any = getattr(generator, "generate_tensor", None)
+        if run is None:
+            raise SettingsError(
+                f"the generator {type(generator).__name__} cannot take frames on a device; use --frame-ops host",
+                key="--frame-ops",
+            )
+        frame = run(request, None if init is None else init.to(self.device))
+        if not isinstance(frame, torch.Tensor):
+            raise TypeError(f"{type(generator).__name__}.generate_tensor returned a {type(frame).__name__}")
+        return frame.to(self.device)

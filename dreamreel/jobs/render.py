@@ -10,22 +10,23 @@ import errno
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from dreamreel.anim.color import warm_up
+from dreamreel.anim.frame_ops import HOST_OPS, FrameOps
 from dreamreel.anim.loop import LoopConfig, LoopState, render
 from dreamreel.anim.motion import Motion, Motion2D, Motion3D, StillMotion
-from dreamreel.anim.protocols import NullProgress, ProgressReporter
+from dreamreel.anim.protocols import FrameSink, NullProgress, ProgressReporter
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
-from dreamreel.errors import RenderError, SettingsError, refuse_url
+from dreamreel.errors import RenderError, SettingsError, did_you_mean, refuse_url
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.jobs.checks import (
     check_models,
@@ -48,10 +49,26 @@ from dreamreel.testcard import make_test_card
 logger = logging.getLogger(__name__)
 
 
-# Deforum's depth algorithm names -> Hugging Face ids (looked up in the local cache only).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": ("auto", "fp32", "fp16", "bf16"),
+    "offload": ("none", "model", "sequential"),
+    "codec": ("h264", "h265", "vp9", "gif"),
+    "frame_ops": ("auto", "host", "torch"),
+}
+"""The allowed values of the options that take one of a few words (the CLI's ``choices`` too)."""
+
+_PATHS = ("out", "models_dir", "audio", "annotators", "control_cache")
+
+
 @dataclass(frozen=True)
 class RenderOptions:
-    """Everything ``dreamreel render`` takes besides the settings file."""
+    """Everything ``dreamreel render`` takes besides the settings file.
+
+    The one builder of render options: the CLI makes them with :meth:`from_values` from its parsed
+    arguments, Python callers with the constructor or :meth:`from_values`; either way the values are
+    checked here (a :class:`~dreamreel.errors.SettingsError` naming the command-line option), and
+    paths given as text become :class:`~pathlib.Path`.
+    """
 
     out: Path | None = None
     overwrite: bool = False
@@ -75,6 +92,57 @@ class RenderOptions:
     max_frames: int | None = None
     annotators: Path | None = None
     control_cache: Path | None = None
+    frame_ops: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in _PATHS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                if not isinstance(value, str) or not value:
+                    raise SettingsError(f"must be a path, got {value!r}", key=option_name(name))
+                object.__setattr__(self, name, Path(value))
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                hint = did_you_mean(str(value), allowed)
+                raise SettingsError(
+                    f"is {value!r}; use one of {', '.join(allowed)}{'.' if hint else ''}{hint}", key=option_name(name)
+                )
+        _check_whole(self.segment_frames, option_name("segment_frames"), low=1)
+        if self.crf is not None:
+            _check_whole(self.crf, "--crf", low=0, high=63)
+        if self.max_frames is not None:
+            _check_whole(self.max_frames, "--frames", low=1)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> RenderOptions:
+        """The options among ``values`` (e.g. ``vars(args)`` of the command line; other keys are ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+_OPTION_NAMES = {"max_frames": "--frames", "out": "--out", "models_dir": "--models-dir"}
+
+
+def option_name(field_name: str) -> str:
+    """The command-line option of a :class:`RenderOptions` field (``max_frames`` -> ``--frames``)."""
+    return _OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def _check_whole(value: Any, key: str, *, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"is {value!r}, not a whole number", key=key)
+    if value < low or (high is not None and value > high):
+        raise SettingsError(
+            f"is {value}; use {low} or more" if high is None else f"is {value}; use {low} to {high}", key=key
+        )
+
+
+class RunFrameSink(FrameSink, Protocol):
+    """The sink a render writes into: the loop's :class:`FrameSink` plus the end of the run."""
+
+    def finish(self, *, audio: Path | None, audio_start: float = 0.0, status: str = "done") -> Path | None:
+        """Join what was written into the video (None when nothing was) and record the run's status."""
+        ...
 
 
 @dataclass
@@ -113,10 +181,20 @@ class RenderReport:
 class PreviewGenerator:
     """Motion preview: returns the prepared init unchanged (or a test card on frame 0), no model."""
 
+    def __init__(self, device: str | None = None) -> None:
+        self.device = device  # where generate_tensor puts the test card (``--frame-ops torch``)
+
     def generate(self, request: GenerationRequest) -> Image:
         if request.init_image is not None:
             return request.init_image
         return make_test_card(request.width, request.height)
+
+    def generate_tensor(self, request: GenerationRequest, init: Any) -> Any:
+        if init is not None:
+            return init
+        from dreamreel.anim.torch_ops import to_tensor
+
+        return to_tensor(make_test_card(request.width, request.height), self.device or "cpu")
 
 
 @dataclass
@@ -146,6 +224,7 @@ class Loaded:
     controls: Any
     timer: StageTimer
     started: float
+    ops: FrameOps[Any] = HOST_OPS  # where frames live between two diffusions
 
 
 def render_settings(
@@ -258,11 +337,7 @@ def resume(
 
 def _frame_count(requested: int | None, total: int) -> int:
     """``--frames N``: the first N frames of the animation (all of them when N is not given or larger)."""
-    if requested is None:
-        return total
-    if requested < 1:
-        raise SettingsError(f"must be at least 1, got {requested}", key="--frames")
-    return min(requested, total)
+    return total if requested is None else min(requested, total)  # >= 1: checked by RenderOptions
 
 
 def settings_files(settings: Settings) -> dict[str, str]:
@@ -318,6 +393,12 @@ def _prepare(
             "reference 'video' (Deforum 'Video Input') needs Video Input mode; use 'first_frame' or 'image'",
             key=settings.key_names.get("color_coherence", "color_coherence"),
         )
+    if options.frame_ops == "torch" and settings.mode == "3d":
+        raise SettingsError(
+            "runs the 2D, Video Input and Interpolation modes on torch; the 3D warp and its depth model take "
+            "frames on the host. Leave --frame-ops at auto (or host) for a 3D render",
+            key="--frame-ops",
+        )
     _warn_unused(settings)
     return Prepared(
         settings, table, video, notices, init, source, audio, audio_start, color_image, frames, model_path, depth_path
@@ -331,8 +412,32 @@ def _load(settings: Settings, options: RenderOptions, prepared: Prepared) -> Loa
     with timer.stage("load"):
         controls = _controls(settings, options, prepared.video)
         generator = _generator(settings, options, prepared.model_path)
-        motion = _motion(settings, prepared.depth_path, prepared.video)
-    return Loaded(generator, motion, controls, timer, started)
+        ops = frame_ops(settings, options, generator)
+        motion = _motion(settings, prepared.depth_path, prepared.video, ops, timer)
+    if ops is not HOST_OPS:
+        logger.info("frames stay on %s between diffusions (--frame-ops %s)", ops, options.frame_ops)
+    return Loaded(generator, motion, controls, timer, started, ops)
+
+
+def frame_ops(settings: Settings, options: RenderOptions, generator: FrameGenerator) -> FrameOps[Any]:
+    """Where the per-frame operations run (``--frame-ops``): ``auto`` keeps 2D frames on the generator's GPU
+    (CUDA/MPS) from the VAE decode to the next encode and runs them with OpenCV on the host otherwise;
+    ``torch`` uses the torch operations on the generator's device (also on the CPU); ``host`` never does."""
+    device = getattr(generator, "device", None)
+    if options.frame_ops == "host" or settings.mode == "3d":
+        return HOST_OPS
+    if options.frame_ops == "auto":
+        on_gpu = device is not None and str(device).split(":")[0] in ("cuda", "mps")
+        if not (on_gpu and settings.mode == "2d" and settings.optical_flow_cadence == "none"):
+            return HOST_OPS
+    from dreamreel.anim.torch_chain import TorchOps
+    from dreamreel.pipelines.generator import pick_device
+
+    if device is None:  # the preview: the device the options ask for
+        device = pick_device(options.device)
+        if isinstance(generator, PreviewGenerator):
+            generator.device = str(device)
+    return TorchOps(device)
 
 
 def _warn_unused(settings: Settings) -> None:
@@ -436,6 +541,7 @@ def _run_loop(
         add_noise=not options.preview,
         sharpen=not options.preview,
         contrast=not options.preview,
+        ops=loaded.ops,
     )
     if (
         settings.mode == "video"
@@ -444,10 +550,10 @@ def _run_loop(
         and not options.preview
     ):
         prepare.color_space = "lab"
-    if prepare.color_space is not None:
+    if prepare.color_space is not None and loaded.ops is HOST_OPS:
         with timer.stage("load"):  # OpenCV's colour tables and threads: not in the first matched frame's time
             warm_up(prepare.color_space)
-    sink: Any = RunSink(
+    run_sink = RunSink(
         run,
         video_options,
         segment_frames=options.segment_frames,
@@ -455,11 +561,13 @@ def _run_loop(
         frame_info=model_info(generator),
     )
     if pending:
-        sink.replay(pending, state.next_frame - len(pending))
+        run_sink.replay(pending, state.next_frame - len(pending))
+    sink: RunFrameSink = run_sink
+    flicker = None
     if frames is not None:
         from dreamreel.media.m2m import FlickerSink
 
-        sink = FlickerSink(sink, frames)
+        sink = flicker = FlickerSink(run_sink, frames)
     first = state.next_frame
     final = state
     total = run.manifest.max_frames or table.max_frames
@@ -468,8 +576,7 @@ def _run_loop(
     try:
         final = render(
             config, table, generator, sink, motion=motion, prepare=prepare, state=state,
-            progress=progress or NullProgress(), should_stop=should_stop, checkpoint=sink.checkpoint, timer=timer,
-            end_frame=total,
+            progress=progress or NullProgress(), should_stop=should_stop, timer=timer, end_frame=total,
         )  # fmt: skip
     except BaseException:
         failed = True
@@ -489,8 +596,8 @@ def _run_loop(
             logger.warning("could not write the video of the frames so far: %s", exc)
     wall = time.perf_counter() - started
     report = RenderReport(run.root, video, final.next_frame - first, total, wall, timer, finished, prepared.notices)
-    if frames is not None:
-        report.flicker = sink.meter.value
+    if flicker is not None:
+        report.flicker = flicker.meter.value
     if controls is not None:
         report.detector_calls = controls.detector_calls
     return report
@@ -597,9 +704,13 @@ def _generator(settings: Settings, options: RenderOptions, model_path: Path | No
     )
 
 
-def _motion(settings: Settings, depth_path: str | None, video: VideoOptions) -> Motion:
+def _motion(
+    settings: Settings, depth_path: str | None, video: VideoOptions, ops: FrameOps[Any], timer: StageTimer
+) -> Motion:
     if settings.mode == "2d":
-        return Motion2D(video.width, video.height, border=settings.border, perspective_flip=settings.perspective_flip)
+        return Motion2D(
+            video.width, video.height, border=settings.border, perspective_flip=settings.perspective_flip, ops=ops
+        )
     if settings.mode == "3d":
         return Motion3D(
             _depth_model(depth_path),
@@ -609,6 +720,7 @@ def _motion(settings: Settings, depth_path: str | None, video: VideoOptions) -> 
             perspective_flip=settings.perspective_flip,
             padding_mode=settings.depth.padding_mode,
             sampling_mode=settings.depth.sampling_mode,
+            timer=timer,
         )
     return StillMotion()
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dreamreel.anim.loop import LoopConfig, render
+from dreamreel.anim.loop import LoopConfig, LoopState, render
 from dreamreel.anim.motion import StillMotion
 from dreamreel.anim.protocols import ProgressReporter
 from dreamreel.anim.steps import InitPreparer
@@ -158,6 +158,9 @@ class _PngSink:
         path = self.folder / f"{self.index:05d}-{int(params.seed)}.png"
         self.written.append(save_png_with_info(path, image, params, extra))
         self.index += 1
+
+    def checkpoint(self, state: LoopState) -> None:
+        return None  # every still is complete once written
 
     def close(self) -> None:
         return None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from numpy.typing import NDArray
 
+from dreamreel.anim.loop import LoopState
 from dreamreel.anim.temporal import FlickerMeter, flow_guided_init, input_flows
 from dreamreel.generation import Image
 from dreamreel.keyframes.table import FrameParams
+from dreamreel.media.rundir import RunSink
 from dreamreel.media.video_input import VideoSource
 
 
@@ -50,9 +54,9 @@ class VideoFrames:
 
 
 class FlickerSink:
-    """Wraps a sink and measures flicker (motion-compensated change between outputs) as frames pass."""
+    """Wraps a run's sink and measures flicker (motion-compensated change between outputs) as frames pass."""
 
-    def __init__(self, sink: object, frames: VideoFrames) -> None:
+    def __init__(self, sink: RunSink, frames: VideoFrames) -> None:
         self.sink = sink
         self.frames = frames
         self.meter = FlickerMeter()
@@ -63,10 +67,13 @@ class FlickerSink:
         backward = self.frames.flows(params.frame)[1] if follows else None
         self.meter.add(image, self.frames.input_frame(params.frame), backward_flow=backward)
         self._last_frame = params.frame
-        self.sink.write(image, params)  # type: ignore[attr-defined]
+        self.sink.write(image, params)
+
+    def checkpoint(self, state: LoopState) -> None:
+        self.sink.checkpoint(state)
 
     def close(self) -> None:
-        self.sink.close()  # type: ignore[attr-defined]
+        self.sink.close()
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.sink, name)
+    def finish(self, *, audio: Path | None, audio_start: float = 0.0, status: str = "done") -> Path | None:
+        return self.sink.finish(audio=audio, audio_start=audio_start, status=status)

@@ -220,47 +220,80 @@ class DiffusersGenerator:
         """One image for the request (see :class:`GenerationRequest`)."""
         return self.generate_batch(request, 1)[0]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the pipeline runs (the execution device, also with CPU offload)."""
+        return torch.device(self._txt2img._execution_device)
+
     def generate_batch(self, request: GenerationRequest, count: int) -> list[Image]:
         """``count`` images in one sampler call, with seeds ``request.seed + i`` (A1111's batch size)."""
         if request.init_image is not None and request.strength <= 0.0:
             return [request.init_image.copy() for _ in range(count)]  # nothing to denoise
+        init = None if request.init_image is None else torch.from_numpy(np.ascontiguousarray(request.init_image))
+        images = self._sample(request, count, init)
+        return [image.cpu().numpy() for image in images]
+
+    def generate_tensor(self, request: GenerationRequest, init: torch.Tensor | None) -> torch.Tensor:
+        """One image for the request as an (H, W, 3) uint8 tensor on the pipeline's device, from an init that is
+        an (H, W, 3) uint8 tensor (img2img with ``request.strength``) or None (txt2img). The frame never visits
+        the host: the frame loop's device path (``--frame-ops``). The same code as :meth:`generate`, so the same
+        images."""
+        if init is not None and request.strength <= 0.0:
+            return init.clone()
+        return self._sample(request, 1, init)[0]
+
+    def _sample(self, request: GenerationRequest, count: int, init: torch.Tensor | None) -> list[torch.Tensor]:
+        """One sampler call, txt2img when ``init`` is None: (H, W, 3) uint8 tensors on the pipeline's device.
+
+        The init goes in as the (1, 3, H, W) 0..1 tensor the pipeline's image processor would make of it,
+        and the images come out as tensors, rounded to levels on the device.
+        """
+        image = None
+        if init is not None:
+            image = init.to(self.device).permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255.0
+        decoded = self._run(request, count, image)  # (count, 3, H, W) in 0..1
+        levels = torch.round(decoded.to(torch.float32) * 255.0).clamp(0, 255).to(torch.uint8)
+        return list(levels.permute(0, 2, 3, 1))
+
+    def _run(self, request: GenerationRequest, count: int, image: torch.Tensor | None) -> torch.Tensor:
+        """The pipeline call: txt2img when ``image`` is None, img2img from ``image`` otherwise."""
+        img2img = image is not None
         self._use_sampler(request.sampler)
         prompt, loras = extract_lora_tags(request.prompt)
         negative, negative_loras = extract_lora_tags(request.negative_prompt)
         self._use_loras(tuple(loras + negative_loras))
         self._load_embeddings(prompt + " " + negative + " " + " ".join(t for t, _ in request.prompt_parts))
-        pipe = self._pipe_for(request)
+        pipe = self._pipe_for(request, img2img=img2img)
         cond, uncond, schedule = self._conditioning(request, prompt, negative)
         kwargs: dict[str, Any] = {
             "prompt_embeds": cond.repeat(count, 1, 1),
             "negative_prompt_embeds": uncond.repeat(count, 1, 1),
             "guidance_scale": request.cfg_scale,
-            "num_inference_steps": _steps_for(request, self._warned),
+            "num_inference_steps": _steps_for(request, self._warned, img2img=img2img),
             "generator": [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(count)],
-            "output_type": "np",
+            "output_type": "pt",
         }
-        if request.init_image is None:
-            kwargs.update(height=request.height, width=request.width)
+        if img2img:
+            kwargs.update(image=image, strength=request.strength)
         else:
-            kwargs.update(image=PILImage.fromarray(request.init_image), strength=request.strength)
+            kwargs.update(height=request.height, width=request.width)
         if request.controls:
-            self._add_controls(kwargs, request, txt2img=request.init_image is None)
+            self._add_controls(kwargs, request, txt2img=not img2img)
         if len(schedule) > 1:
             kwargs["callback_on_step_end"] = _PromptEditor(schedule, uncond, count, cfg=request.cfg_scale > 1.0)
             kwargs["callback_on_step_end_tensor_inputs"] = ["prompt_embeds"]
-        with _noise_multiplier(pipe.scheduler, request.noise_multiplier if request.init_image is not None else 1.0):
+        with _noise_multiplier(pipe.scheduler, request.noise_multiplier if img2img else 1.0):
             output = pipe(**kwargs)
         if self._cross_frame is not None:
             self._cross_frame.next_frame()
-        images = np.asarray(output.images)
-        return [np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8) for image in images]
+        return output.images
 
-    def _pipe_for(self, request: GenerationRequest) -> Any:
+    def _pipe_for(self, request: GenerationRequest, *, img2img: bool) -> Any:
         if request.controls:
             if not self._has_controlnet:
                 raise SettingsError("the request has ControlNet inputs but no ControlNet model was loaded")
-            return self._control_txt2img if request.init_image is None else self._control_img2img
-        return self._txt2img if request.init_image is None else self._img2img
+            return self._control_img2img if img2img else self._control_txt2img
+        return self._img2img if img2img else self._txt2img
 
     def _use_sampler(self, name: str) -> None:
         if name == self._sampler:
@@ -369,10 +402,11 @@ class DiffusersGenerator:
         kwargs["guess_mode"] = request.guess_mode
 
 
-def _steps_for(request: GenerationRequest, warned: set[str]) -> int:
+def _steps_for(request: GenerationRequest, warned: set[str], *, img2img: bool | None = None) -> int:
     """Sampler steps to ask diffusers for. img2img runs ``int(steps * strength)`` of them; when that is
     0 (A1111 would then denoise nothing), ask for just enough steps that one runs, and say so once."""
-    if request.init_image is None or int(request.steps * request.strength) >= 1:
+    img2img = request.init_image is not None if img2img is None else img2img
+    if not img2img or int(request.steps * request.strength) >= 1:
         return request.steps
     steps = math.ceil(1.0 / request.strength - 1e-9)
     while int(steps * request.strength) < 1:  # 1 - 0.8 is 0.19999999999999996: 5 steps would run none

@@ -69,6 +69,9 @@ class Sink:
     def write(self, image: np.ndarray, params: object) -> None:
         self.frames.append(params.frame)  # type: ignore[attr-defined]
 
+    def checkpoint(self, state: object) -> None:
+        return None
+
     def close(self) -> None:
         return None
 

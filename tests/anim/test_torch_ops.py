@@ -14,7 +14,7 @@ from dreamreel.anim.motion import Motion2D
 from dreamreel.anim.noise import add_noise
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
-from dreamreel.anim.torch_chain import TorchInitPreparer, TorchMotion2D
+from dreamreel.anim.torch_chain import TorchOps
 from dreamreel.anim.torch_color import TorchColorMatcher, lab_to_rgb, rgb_to_lab
 from dreamreel.anim.torch_ops import (
     add_noise_tensor,
@@ -123,9 +123,9 @@ def test_motion_2d_warp_and_back_match_the_numpy_motion() -> None:
     image = _textured(3)
     for flip in (False, True):
         numpy_motion = Motion2D(W, H, border="wrap", perspective_flip=flip)
-        torch_motion = TorchMotion2D(W, H, border="wrap", perspective_flip=flip)
-        warped = torch_motion.warp(_t(image), rows[0], StageTimer())
-        assert _diff(to_numpy(warped), numpy_motion.warp(image, rows[0], StageTimer())).max() <= 1
+        torch_motion = Motion2D(W, H, border="wrap", perspective_flip=flip, ops=TorchOps("cpu"))
+        warped = torch_motion.warp(_t(image), rows[0])
+        assert _diff(to_numpy(warped), numpy_motion.warp(image, rows[0])).max() <= 1
         back = torch_motion.back(_t(image), rows, _t(image), _t(image))
         assert _diff(to_numpy(back), numpy_motion.back(image, rows, image, image)).max() <= 1
 
@@ -228,8 +228,9 @@ def test_noise_is_exact(kind: str) -> None:
 def _run_chain(color_space: str | None) -> tuple[np.ndarray, np.ndarray, FrameParams]:
     """warp -> colour match (reference = frame 0) -> contrast -> anti-blur -> noise, fed back 10 times."""
     start = _textured(20)
-    numpy_motion, torch_motion = Motion2D(W, H, border="replicate"), TorchMotion2D(W, H, border="replicate")
-    numpy_prepare, torch_prepare = InitPreparer(color_space=color_space), TorchInitPreparer(color_space=color_space)
+    ops = TorchOps("cpu")
+    numpy_motion, torch_motion = Motion2D(W, H, border="replicate"), Motion2D(W, H, border="replicate", ops=ops)
+    numpy_prepare, torch_prepare = InitPreparer(color_space=color_space), InitPreparer(color_space=color_space, ops=ops)
     timer = StageTimer()
     current_np, current_t, reference_t = start, _t(start), _t(start)
     for frame in range(1, 11):
@@ -245,8 +246,8 @@ def _run_chain(color_space: str | None) -> tuple[np.ndarray, np.ndarray, FramePa
             noise=0.04,
             seed=100 + frame,
         )
-        current_np = numpy_prepare(numpy_motion.warp(current_np, row, timer), row, start, timer)
-        current_t = torch_prepare(torch_motion.warp(current_t, row, timer), row, reference_t, timer)
+        current_np = numpy_prepare(numpy_motion.warp(current_np, row), row, start, timer)
+        current_t = torch_prepare(torch_motion.warp(current_t, row), row, reference_t, timer)
     return current_np, to_numpy(current_t), row
 
 
@@ -271,4 +272,4 @@ def test_whole_2d_chain_over_ten_frames_stays_close() -> None:
     assert diff.max() <= 24
     # The same comparison notices a wrong step: a transposed matrix drifts far away in one frame.
     wrong = warp_tensor(_t(expected), Motion2D(W, H).matrix(row).T.copy())
-    assert _diff(to_numpy(wrong), Motion2D(W, H).warp(expected, row, StageTimer())).mean() > 5
+    assert _diff(to_numpy(wrong), Motion2D(W, H).warp(expected, row)).mean() > 5

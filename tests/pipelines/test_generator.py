@@ -33,6 +33,21 @@ def test_same_inputs_same_bits_and_seeds_matter(generator: DiffusersGenerator, r
     assert not np.array_equal(generator.generate(replace(BASE, seed=12)), reference)
 
 
+def test_generate_tensor_gives_the_images_of_generate(generator: DiffusersGenerator, reference: np.ndarray) -> None:
+    """The device path of the frame loop (tensors in and out, no PIL, no host copy) samples the same images."""
+    import torch
+
+    txt2img = generator.generate_tensor(BASE, None)
+    assert txt2img.dtype == torch.uint8 and tuple(txt2img.shape) == (64, 64, 3)
+    assert np.array_equal(txt2img.numpy(), reference)
+    init = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    request = replace(BASE, steps=4, strength=0.5)
+    on_device = generator.generate_tensor(request, torch.from_numpy(init)).numpy()
+    assert np.array_equal(on_device, generator.generate(replace(request, init_image=init)))
+    assert not np.array_equal(on_device, reference)
+    assert str(generator.device) == "cpu"
+
+
 def test_img2img_runs_steps_times_strength(generator: DiffusersGenerator) -> None:
     calls: list[int] = []
     unet = generator._txt2img.unet
