@@ -15,22 +15,37 @@ BACKGROUND_NICENESS = 10
 
 STAGES = ("model", "warp", "depth", "color", "filters", "noise", "control", "encode", "checkpoint")
 
+WAITING_STAGES = frozenset({"model"})
+"""Stages in which the frame loop waits for the generator: the host's time for the work behind the loop."""
+
 
 class StageTimer:
-    """Accumulates wall time per named stage. Cheap: two ``perf_counter`` calls per measurement."""
+    """Accumulates wall time per named stage. Cheap: two ``perf_counter`` calls per measurement.
+
+    Attributes:
+        waiting: set while the loop is in one of :data:`WAITING_STAGES` (the generator runs), so
+            work behind the loop (the run directory's writer thread) can do its part then instead
+            of competing with the loop's own host work for the CPU.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.waiting = threading.Event()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        waiting = name in WAITING_STAGES
+        if waiting:
+            self.waiting.set()
         start = time.perf_counter()
         try:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - start
             self.calls[name] += 1
+            if waiting:
+                self.waiting.clear()
 
     def total(self) -> float:
         return sum(self.seconds.values())

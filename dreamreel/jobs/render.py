@@ -559,6 +559,7 @@ def _run_loop(
         segment_frames=options.segment_frames,
         save_frames=options.save_frames,
         frame_info=model_info(generator),
+        loop_waiting=timer.waiting,
     )
     if pending:
         run_sink.replay(pending, state.next_frame - len(pending))

@@ -279,7 +279,10 @@ class RunSink:
 
     All of that runs on a writer thread, so the loop only hands over a frame and goes on to the next
     diffusion: :meth:`write` and :meth:`checkpoint` queue work (blocking only when the thread is
-    ``queue_items`` items behind), and the thread does it in order. A checkpoint is committed only
+    ``queue_items`` items behind), and the thread does it in order, preferably while the loop waits for
+    its generator (``loop_waiting``: the loop timer's :attr:`~dreamreel.anim.timing.StageTimer.waiting`),
+    so encoding and writing do not compete with the loop's own host work for the CPU; it never holds
+    back once the queue is half full, or for longer than ``hold_seconds``. A checkpoint is committed only
     after every frame it names is written and fsynced, so after a kill or a power cut ``--resume``
     gives the same frames and loses at most the frames after the last committed checkpoint, which
     trails the loop by at most the queue. An error on the thread (ffmpeg failing, a full disk) stops
@@ -299,6 +302,8 @@ class RunSink:
         save_frames: bool = False,
         frame_info: dict[str, str] | None = None,
         queue_items: int = 8,
+        loop_waiting: threading.Event | None = None,
+        hold_seconds: float = 0.1,
     ) -> None:
         self.run = run
         self.options = options
@@ -320,6 +325,9 @@ class RunSink:
         self._reported = False  # the failure was raised to the caller once
         self._lock = threading.Lock()
         self._queued_checkpoints = 0  # checkpoints queued and not done yet
+        self._loop_waiting = loop_waiting
+        self._hold_seconds = hold_seconds
+        self._closing = False  # the loop is done: nothing to make way for
 
     # --- the caller's side ----------------------------------------------------------------
 
@@ -395,6 +403,7 @@ class RunSink:
             raise self._error
 
     def _join(self) -> None:
+        self._closing = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
@@ -407,10 +416,23 @@ class RunSink:
         while (work := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # after a failure nothing more is written or committed; keep draining
+            self._make_way()
             try:
                 self._do(work)
             except BaseException as exc:  # raised to the caller by its next call
                 self._error = exc if isinstance(exc, DreamreelError | OSError) else _writer_error(work, exc)
+
+    def _make_way(self) -> None:
+        """Wait (at most ``hold_seconds``) until the loop waits for its generator, unless the queue fills up
+        or the loop is done meanwhile."""
+        gate = self._loop_waiting
+        if gate is None:
+            return
+        deadline = time.monotonic() + self._hold_seconds
+        while not (self._closing or self._queue.qsize() * 2 >= self._queue.maxsize):
+            left = deadline - time.monotonic()
+            if left <= 0 or gate.wait(min(left, 0.005)):
+                return
 
     def _do(self, work: _Work) -> None:
         if work[0] == "checkpoint":

@@ -591,3 +591,43 @@ def test_checkpoints_name_only_frames_the_writer_thread_has_written_and_synced(
     full, again = frames_of(tmp_path / "full" / "video.mp4"), frames_of(run / "video.mp4")
     assert len(again) == len(full) == 16
     assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))
+
+
+def test_the_writer_thread_works_while_the_loop_waits_for_its_generator(tmp_path: Path) -> None:
+    """Frames are encoded while the loop is in its "model" stage; when that never comes, a frame waits at most
+    ``hold_seconds``, and a queue that fills up is worked off at once."""
+    import threading
+
+    from dreamreel.jobs.render import settings_files
+    from dreamreel.media.rundir import RunDirectory, RunSink
+    from dreamreel.media.video import VideoOptions
+    from dreamreel.settings import Settings, resolve_schedules
+
+    settings = Settings(mode="2d", width=64, height=64, max_frames=6, seed=1)
+    table = resolve_schedules(settings)
+    run = RunDirectory.create(tmp_path / "run", settings_files(settings), table, {})
+    waiting = threading.Event()
+    sink = RunSink(run, VideoOptions(width=64, height=64, fps=8), loop_waiting=waiting, hold_seconds=30)
+    image = np.zeros((64, 64, 3), np.uint8)
+    sink.write(image, table.row(0))
+    time.sleep(0.3)
+    assert not (run.root / "pending" / f"{0:09d}.npy").exists()  # held back: the loop is busy
+    waiting.set()
+    deadline = time.monotonic() + 10
+    while not (run.root / "pending" / f"{0:09d}.npy").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    waiting.clear()
+    started = time.monotonic()
+    sink.write(image, table.row(1))
+    time.sleep(0.2)
+    assert not (run.root / "pending" / f"{1:09d}.npy").exists()  # held back again
+    for frame in range(2, 6):  # a half-full queue is worked off down to below half, loop busy or not
+        sink.write(image, table.row(frame))
+    deadline = time.monotonic() + 10
+    while len(list((run.root / "pending").glob("*.npy"))) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sink.close()  # the loop is done: nothing left to make way for
+    assert time.monotonic() - started < 10
+    assert len(list((run.root / "pending").glob("*.npy"))) == 6
