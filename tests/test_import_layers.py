@@ -19,12 +19,13 @@ ALLOWED: dict[str, set[str] | str] = {
     "anim": GROUND | {"keyframes"},
     "media": GROUND | {"keyframes", "anim"},
     "controlnet": GROUND | {"keyframes", "settings", "anim", "media"},
+    "finish": GROUND | {"keyframes", "anim", "media"},
     "plan": GROUND | {"keyframes", "settings"},
     **{
-        name: GROUND | {"keyframes", "settings", "anim", "media", "controlnet", "pipelines", "plan"} | WIRING
+        name: GROUND | {"keyframes", "settings", "anim", "media", "controlnet", "pipelines", "plan", "finish"} | WIRING
         for name in WIRING
     },
-    "testing": GROUND | {"keyframes", "pipelines", "controlnet", "anim"},
+    "testing": GROUND | {"keyframes", "pipelines", "controlnet", "anim", "finish"},
     "cli": "*",
     "dreamreel": GROUND,
 }
