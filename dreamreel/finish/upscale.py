@@ -818,7 +818,7 @@ class Upscaler:
         weights_x = blend_weights(out_w, [x * scale for x in xs], tile * scale, overlap * scale)
         wy = [torch.from_numpy(w).to(device)[:, None] for w in weights_y]
         wx = [torch.from_numpy(w).to(device) for w in weights_x]
-        source = torch.from_numpy(np.ascontiguousarray(image))
+        source = torch.from_numpy(np.require(image, requirements=["C", "W"]))  # a read-only frame is copied
         result = np.empty((out_h, out_w, 3), np.uint8)
         target = torch.from_numpy(result)
         # output rows [done, done + pending rows) that a later row of tiles may still add to, on the device
