@@ -172,6 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
     still.add_argument("--clip-skip", type=int, help="A1111 clip skip (default 1)")
     still.add_argument("--batch-count", type=_int_at_least(1), default=1, help="how many batches (default 1)")
     still.add_argument("--batch-size", type=_int_at_least(1), default=1, help="images per batch (default 1)")
+    hires = still.add_argument_group(
+        "hires fix", "A1111's two-pass txt2img: generate at --size, upscale, then img2img at --denoise"
+    )
+    hires.add_argument("--hires", type=float, metavar="SCALE", help="turn the hires fix on: upscale by SCALE, e.g. 2")
+    hires.add_argument(
+        "--hires-resize", metavar="WxH",
+        help="turn the hires fix on: upscale to this size instead (a side of 0 keeps the aspect ratio)",
+    )  # fmt: skip
+    hires.add_argument(
+        "--hires-upscaler", metavar="NAME",
+        help="Latent (default), 'Latent (antialiased)', 'Latent (bicubic)', 'Latent (bicubic antialiased)', "
+        "'Latent (nearest)', 'Latent (nearest-exact)', Lanczos, Nearest, None, or an upscaler model file or its "
+        "name in --models-dir",
+    )  # fmt: skip
+    hires.add_argument("--hires-steps", type=int, metavar="N", help="steps of the hires pass (default 0: --steps)")
+    hires.add_argument("--denoise", type=float, metavar="X", help="denoising strength of the hires pass (default 0.7)")
+    hires.add_argument("--hires-prompt", metavar="TEXT", help="prompt of the hires pass (default: the prompt)")
+    hires.add_argument(
+        "--hires-negative", metavar="TEXT", help="negative prompt of the hires pass (default: --negative)"
+    )
     still.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
     _add_model_options(still)
     still.set_defaults(handler=_cmd_still)
@@ -211,6 +231,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(m2m, out_help="run directory (default: runs/<input name>-<time>)")
     _add_model_options(m2m)
     m2m.set_defaults(handler=_cmd_m2m)
+
+    upscale = commands.add_parser(
+        "upscale",
+        help="upscale a video, a run directory's video or a PNG still (ESRGAN/Real-ESRGAN/SwinIR/... or Lanczos)",
+        description="Upscale every frame with an upscaler file (any architecture spandrel detects: ESRGAN, "
+        "Real-ESRGAN, SwinIR, HAT, DAT, ...) or a plain Lanczos resize. Videos are finished in segments: run the "
+        "same command again after an interruption and it continues. A PNG keeps its A1111 parameters.",
+    )
+    upscale.add_argument("input", metavar="INPUT", help="a video, a dreamreel run directory or a PNG")
+    upscale.add_argument(
+        "--model", default="lanczos",
+        help="upscaler file, or its name in --models-dir (A1111 models/ESRGAN, ...), or 'lanczos' (default)",
+    )  # fmt: skip
+    upscale.add_argument("--scale", type=float, default=2.0, help="size factor (default 2)")
+    upscale.add_argument("--out", type=Path, required=True, help="the output video (.mp4, .mkv, .mov, .webm) or PNG")
+    _add_finish_model_options(upscale)
+    upscale.add_argument("--tile", type=_int_at_least(64), default=512, help="tile size in pixels (default 512)")
+    upscale.set_defaults(handler=_cmd_upscale)
+
+    interpolate = commands.add_parser(
+        "interpolate",
+        help="frame interpolation of a video or a run directory's video (RIFE, FILM or ffmpeg's minterpolate)",
+        description="Put X-1 new frames between every two frames: RIFE (Practical-RIFE flownet.pkl, 4.6 to 4.26), "
+        "FILM (film_net_fp16.pt, a TorchScript program: needs --allow-torchscript) or ffmpeg's minterpolate (no "
+        "weights). The frame rate is multiplied by X, so the video keeps its length and its sound; with "
+        "--slow-motion N the frame rate is divided by N and the video gets N times longer (its sound is left out).",
+    )
+    interpolate.add_argument("input", metavar="INPUT", help="a video or a dreamreel run directory")
+    interpolate.add_argument("--engine", default=None, help="rife, film or minterpolate (default: rife with --model)")
+    interpolate.add_argument("--model", type=_local_path("interpolation model"), help="RIFE flownet.pkl or FILM .pt")
+    interpolate.add_argument("--x", type=_int_at_least(2, 10), default=2, help="frame multiplier, 2-10 (default 2)")
+    interpolate.add_argument("--slow-motion", type=_int_at_least(1, 10), default=1, metavar="N", help="slow motion")
+    interpolate.add_argument("--allow-torchscript", action="store_true", help="let a FILM .pt file run its code")
+    interpolate.add_argument("--out", type=Path, required=True, help="the output video (.mp4, .mkv, .mov, .webm)")
+    _add_finish_model_options(interpolate)
+    interpolate.set_defaults(handler=_cmd_interpolate)
 
     info = commands.add_parser(
         "info",
@@ -319,7 +375,7 @@ def _cmd_render(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_still(args: argparse.Namespace, console: Console) -> int:
     from dreamreel.jobs.m2m import parse_size
-    from dreamreel.jobs.still import StillRequest, render_stills
+    from dreamreel.jobs.still import StillRequest, parse_hires_resize, render_stills
     from dreamreel.pnginfo import read_info
     from dreamreel.progress import RichProgress
 
@@ -329,7 +385,17 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
         "cfg_scale": args.cfg, "seed": args.seed, "width": width, "height": height, "init_image": args.init,
         "denoising_strength": args.strength, "clip_skip": args.clip_skip, "batch_count": args.batch_count,
         "batch_size": args.batch_size,
+        "hires_upscaler": args.hires_upscaler, "hires_steps": args.hires_steps,
+        "hires_denoising_strength": args.denoise, "hires_prompt": args.hires_prompt,
+        "hires_negative_prompt": args.hires_negative,
     }  # fmt: skip
+    if args.hires is not None and args.hires_resize is not None:
+        raise SettingsError("and --hires SCALE both size the hires fix; give one of them", key="--hires-resize")
+    if args.hires is not None:
+        overrides.update(hires=True, hires_upscale=args.hires, hires_resize_x=0, hires_resize_y=0)
+    elif args.hires_resize is not None:
+        resize_x, resize_y = parse_hires_resize(args.hires_resize)
+        overrides.update(hires=True, hires_resize_x=resize_x, hires_resize_y=resize_y)
     model = args.model
     if args.from_image is not None:
         info = read_info(args.from_image, key="--from")
@@ -339,6 +405,17 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
         raise SettingsError("give a prompt, or --from IMAGE.png", key="still")
     else:
         request = StillRequest(**{k: v for k, v in overrides.items() if v is not None})
+    if not request.hires:
+        for dest in ("hires_upscaler", "hires_steps", "denoise", "hires_prompt", "hires_negative"):
+            if getattr(args, dest) is not None:
+                raise SettingsError(
+                    "sets the hires fix, which is off; turn it on with --hires SCALE or --hires-resize WxH",
+                    key=args.option_names[dest],
+                )
+    elif args.strength is not None:
+        raise SettingsError(
+            "is img2img's denoising strength (with --init); the hires pass's is --denoise", key="--strength"
+        )
     if not model:
         raise SettingsError(
             "is required: a checkpoint file, diffusers folder, cached hub id or A1111 name", key="--model"
@@ -363,8 +440,9 @@ def _cmd_still(args: argparse.Namespace, console: Console) -> int:
         raise SettingsError(f"cannot write {args.out}: {problem}", key="--out")
     _quiet_model_libraries()
     paths = render_stills(
-        request, args.out, factory, model=model, model_info=model_info, progress=RichProgress(console, "generating")
-    )
+        request, args.out, factory, model=model, model_info=model_info, progress=RichProgress(console, "generating"),
+        models_dir=args.models_dir,
+    )  # fmt: skip
     for path in paths:
         console.print(f"wrote {path}", markup=False, highlight=False)
     return 0
@@ -392,6 +470,78 @@ def _cmd_m2m(args: argparse.Namespace, console: Console) -> int:
     for line in report.lines():
         console.print(line, markup=False, highlight=False)
     return 0 if report.finished else 130
+
+
+def _add_finish_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir", type=_local_path("A1111 folder", folder=True), metavar="DIR",
+        help="an AUTOMATIC1111 install: names resolve in its models/",
+    )  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:1, mps, cpu")
+
+
+def _finish_device(args: argparse.Namespace) -> str:
+    from dreamreel.pipelines.generator import pick_device
+
+    return str(pick_device(args.device))
+
+
+def _cmd_upscale(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.finish.stream import UpscaleStep
+    from dreamreel.finish.upscale import load_upscaler
+    from dreamreel.jobs import finish
+    from dreamreel.progress import RichProgress
+
+    if not (args.scale > 0 and args.scale <= 16):
+        raise SettingsError(f"is {args.scale:g}; use a factor above 0, at most 16", key="--scale")
+    source_path = Path(args.input).expanduser()
+    if finish.is_still(source_path):
+        check_local_path(str(source_path), key="INPUT", what="PNG")
+        out = finish.check_output(args.out, suffixes=(".png",))
+        upscaler = load_upscaler(args.model, models_dir=args.models_dir, device=_finish_device(args), tile=args.tile)
+        console.print(f"wrote {finish.upscale_still(source_path, upscaler, args.scale, out)}", markup=False)
+        return 0
+    source = finish.open_source(source_path)
+    out = finish.check_output(args.out)
+    upscaler = load_upscaler(args.model, models_dir=args.models_dir, device=_finish_device(args), tile=args.tile)
+    step = UpscaleStep(upscaler, args.scale, model_id=_model_id(getattr(upscaler, "path", None)))
+    video = finish.finish_video(source, [step], out, progress=RichProgress(console, "upscaling"))
+    console.print(f"wrote {video}", markup=False, highlight=False)
+    return 0
+
+
+def _cmd_interpolate(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.finish.engines import make_interpolator
+    from dreamreel.finish.stream import InterpolateStep
+    from dreamreel.jobs import finish
+    from dreamreel.progress import RichProgress
+
+    engine = args.engine or ("rife" if args.model is not None else None)
+    if engine is None:
+        raise SettingsError(
+            "give an engine: --model flownet.pkl (RIFE), --engine film --model film_net_fp16.pt, or --engine "
+            "minterpolate (ffmpeg, no weights)",
+            key="--engine",
+        )
+    source = finish.open_source(Path(args.input).expanduser())
+    out = finish.check_output(args.out)
+    interpolator = make_interpolator(
+        engine, args.model, allow_torchscript=args.allow_torchscript, device=_finish_device(args), key_prefix="--"
+    )
+    step = InterpolateStep(interpolator, args.x, args.slow_motion, model_id=_model_id(args.model))
+    video = finish.finish_video(
+        source, [step], out, keep_audio=args.slow_motion == 1, progress=RichProgress(console, "interpolating")
+    )
+    console.print(f"wrote {video}", markup=False, highlight=False)
+    return 0
+
+
+def _model_id(path: Path | None) -> str:
+    """What identifies a weights file in a finishing manifest (size and modification time: cheap)."""
+    if path is None:
+        return ""
+    stat = Path(path).stat()
+    return f"{Path(path).name}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
 def _cmd_info(args: argparse.Namespace, console: Console) -> int:

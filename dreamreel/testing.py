@@ -595,6 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
     annotators.add_argument(
         "--detectors", default="hed", help="comma-separated preprocessor names, e.g. hed,openpose_full (default: hed)"
     )
+    upscaler = commands.add_parser("tiny-upscaler", help="save a tiny random-weight upscaler file (users' key layout)")
+    upscaler.add_argument("file", type=Path, help=".pth or .safetensors")
+    upscaler.add_argument("--arch", choices=["esrgan", "compact", "swinir"], default="esrgan")
+    upscaler.add_argument("--scale", type=int, default=4)
+    flownet = commands.add_parser("tiny-flownet", help="save a tiny random-weight RIFE flownet.pkl")
+    flownet.add_argument("file", type=Path)
+    flownet.add_argument("--version", default="4.6", help="RIFE version (4.6, 4.7, 4.22, 4.25, ...)")
     return parser
 
 
@@ -610,6 +617,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "tiny-annotators":
         names = [n.strip() for n in args.detectors.split(",") if n.strip()]
         save_tiny_annotators(args.directory, detectors=names)
+    elif args.command == "tiny-upscaler":
+        from dreamreel.finish import _testing_upscale as tiny
+
+        if args.arch == "esrgan":
+            tiny.write_tiny_esrgan(args.file, scale=args.scale)
+        elif args.arch == "compact":
+            tiny.write_tiny_compact(args.file, scale=args.scale)
+        else:
+            tiny.write_tiny_swinir(args.file, scale=args.scale)
+    elif args.command == "tiny-flownet":
+        from dreamreel.finish._testing_rife import write_tiny_flownet
+
+        write_tiny_flownet(args.file, args.version)
     return 0
 
 

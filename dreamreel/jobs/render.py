@@ -26,7 +26,7 @@ from dreamreel.anim.motion import Motion, Motion2D, Motion3D, StillMotion
 from dreamreel.anim.protocols import FrameSink, NullProgress, ProgressReporter
 from dreamreel.anim.steps import InitPreparer
 from dreamreel.anim.timing import StageTimer
-from dreamreel.errors import RenderError, SettingsError, did_you_mean, refuse_url
+from dreamreel.errors import RenderError, SettingsError, check_local_path, did_you_mean, refuse_url
 from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.jobs.checks import (
     check_models,
@@ -159,12 +159,15 @@ class RenderReport:
     notices: list[str] = field(default_factory=list)
     flicker: float | None = None
     detector_calls: int | None = None
+    finished_video: Path | None = None  # the video after the finishing steps (upscale, interpolate)
 
     def lines(self) -> list[str]:
         status = "finished" if self.finished else f"stopped after {self.frames_written} of {self.total_frames} frames"
         out = [f"render {status} in {self.wall_seconds:.1f} s; run directory {self.run_dir}"]
         if self.video is not None:
             out.append(f"video: {self.video}")
+        if self.finished_video is not None:
+            out.append(f"finished video: {self.finished_video}")
         if not self.finished:
             out.append(f"continue with: dreamreel render --resume {self.run_dir}")
         if self.flicker is not None:
@@ -213,6 +216,20 @@ class Prepared:
     frames: int = 0  # the frames this run renders (``--frames``), at most the table's
     model_path: Path | None = None  # the resolved base model (None in a preview)
     depth_path: str | None = None  # the resolved depth model (3D; None: flat depth)
+    finish: FinishPlan | None = None  # the finishing steps, checked (nothing loaded)
+
+
+@dataclass(frozen=True)
+class FinishPlan:
+    """The finishing steps of a render, with their files found (see :func:`_check_finish`)."""
+
+    order: tuple[str, ...]
+    upscaler: Path | None  # None: Lanczos
+    scale: float | None  # None: no upscaling
+    engine: str | None  # None: no interpolation
+    interpolation_model: Path | None
+    x: int = 2
+    slow_motion: int = 1
 
 
 @dataclass
@@ -225,6 +242,7 @@ class Loaded:
     timer: StageTimer
     started: float
     ops: FrameOps[Any] = HOST_OPS  # where frames live between two diffusions
+    finish_steps: list[Any] = field(default_factory=list)  # dreamreel.finish.stream steps, in order
 
 
 def render_settings(
@@ -308,7 +326,7 @@ def resume(
         )
     run = RunDirectory.open(run_dir)
     if run.manifest.status == "done":
-        raise SettingsError(f"the render in {run_dir} is already finished", key="--resume")
+        return _finish_a_done_run(run, options)
     settings, table = load_settings(run.root / SETTINGS), run.table()
     saved = dict(run.manifest.options)
     frames = run.manifest.max_frames or table.max_frames
@@ -333,6 +351,34 @@ def resume(
     logger.info("resuming %s at frame %d of %d", run_dir, state.next_frame, frames)
     with _disk_full_says_what_is_safe(run):
         return _run_loop(run, prepared, loaded, merged, state, progress, should_stop, pending)
+
+
+def _finish_a_done_run(run: RunDirectory, options: RenderOptions) -> RenderReport:
+    """``--resume`` of a render whose frames are all done: the finishing steps that were cut short, if any."""
+    settings, table = load_settings(run.root / SETTINGS), run.table()
+    done = next(run.root.glob(f"{FINISHED_VIDEO}.*"), None)
+    if settings.finish is None or done is not None:
+        raise SettingsError(f"the render in {run.root} is already finished", key="--resume")
+    picked = resume_options(dict(run.manifest.options), options)
+    merged = RenderOptions(**{**asdict(options), **picked, "out": run.root, "max_frames": None})
+    started = time.perf_counter()
+    timer = StageTimer()
+    video = VideoOptions(**run.manifest.options["video"])
+    frames = run.manifest.max_frames or table.max_frames
+    audio, audio_start = _audio(settings, merged, None)
+    prepared = Prepared(settings, table, video, [], frames=frames, audio=audio, audio_start=audio_start)
+    prepared.finish = _check_finish(settings, merged)
+    with timer.stage("load"):
+        steps = _finish_steps(prepared.finish, merged)
+    loaded = Loaded(PreviewGenerator(), StillMotion(), None, timer, started, HOST_OPS, steps)
+    logger.info("all frames of %s are rendered; finishing them", run.root)
+    following = _following_finisher(run, prepared, loaded)
+    with timer.stage("finish"):
+        finished_video = _finish_following(following, prepared, finished=True)
+    report = RenderReport(run.root, run.root / (run.manifest.video or ""), 0, frames, time.perf_counter() - started,
+                          timer, True, [])  # fmt: skip
+    report.finished_video = finished_video
+    return report
 
 
 def _frame_count(requested: int | None, total: int) -> int:
@@ -400,8 +446,55 @@ def _prepare(
             key="--frame-ops",
         )
     _warn_unused(settings)
+    finish = _check_finish(settings, options)
     return Prepared(
-        settings, table, video, notices, init, source, audio, audio_start, color_image, frames, model_path, depth_path
+        settings, table, video, notices, init, source, audio, audio_start, color_image, frames, model_path, depth_path,
+        finish,
+    )  # fmt: skip
+
+
+def _check_finish(settings: Settings, options: RenderOptions) -> FinishPlan | None:
+    """The finishing steps with their files found, before anything loads; a preview uses the weights-free
+    engines (Lanczos, ffmpeg's minterpolate)."""
+    finish = settings.finish
+    if finish is None or (finish.upscale is None and finish.interpolate is None):
+        return None
+    names = settings.key_names
+    upscaler: Path | None = None
+    if finish.upscale is not None and not options.preview:
+        from dreamreel.finish.upscale import find_upscaler, is_plain
+
+        if not is_plain(finish.upscale.model):
+            key = names.get("finish.upscale.model", "finish.upscale.model")
+            upscaler = find_upscaler(finish.upscale.model, options.models_dir, key=key)
+    engine, model = None, None
+    interpolate = finish.interpolate
+    if interpolate is not None:
+        engine = "minterpolate" if options.preview else interpolate.engine
+        if engine in ("rife", "film"):
+            key = names.get("finish.interpolate.model", "finish.interpolate.model")
+            if not interpolate.model:
+                raise SettingsError(
+                    f"{names.get('finish.interpolate.engine', 'finish.interpolate.engine')} {engine!r} needs its "
+                    f"weights: set {key} to the {'flownet.pkl' if engine == 'rife' else 'film_net_fp16.pt'} file, "
+                    "or use the engine 'minterpolate' (ffmpeg, no weights)",
+                    key=key,
+                )
+            model = check_local_path(interpolate.model, key=key, what="interpolation model")
+            if engine == "film" and not interpolate.allow_torchscript:
+                raise SettingsError(
+                    f"{model} is a TorchScript program (FILM): loading it runs its code. Allow that with "
+                    "finish.interpolate.allow_torchscript: true if you trust the file, or use RIFE or minterpolate",
+                    key=names.get("finish.interpolate.allow_torchscript", "finish.interpolate.allow_torchscript"),
+                )
+    return FinishPlan(
+        order=tuple(step for step in finish.order if getattr(finish, step) is not None),
+        upscaler=upscaler,
+        scale=finish.upscale.scale if finish.upscale is not None else None,
+        engine=engine,
+        interpolation_model=model,
+        x=interpolate.x if interpolate is not None else 2,
+        slow_motion=interpolate.slow_motion if interpolate is not None else 1,
     )
 
 
@@ -414,9 +507,41 @@ def _load(settings: Settings, options: RenderOptions, prepared: Prepared) -> Loa
         generator = _generator(settings, options, prepared.model_path)
         ops = frame_ops(settings, options, generator)
         motion = _motion(settings, prepared.depth_path, prepared.video, ops, timer)
+        steps = _finish_steps(prepared.finish, options)
     if ops is not HOST_OPS:
         logger.info("frames stay on %s between diffusions (--frame-ops %s)", ops, options.frame_ops)
-    return Loaded(generator, motion, controls, timer, started, ops)
+    return Loaded(generator, motion, controls, timer, started, ops, steps)
+
+
+def _finish_steps(plan: FinishPlan | None, options: RenderOptions) -> list[Any]:
+    """Load the finishing models (after every check passed)."""
+    if plan is None:
+        return []
+    from dreamreel.finish.engines import make_interpolator
+    from dreamreel.finish.stream import InterpolateStep, UpscaleStep
+    from dreamreel.finish.upscale import LanczosUpscaler, Upscaler
+    from dreamreel.pipelines.generator import pick_device
+
+    device = str(pick_device(options.device)) if plan.upscaler or plan.interpolation_model else "cpu"
+    steps: dict[str, Any] = {}
+    if plan.scale is not None:
+        upscaler: Any = LanczosUpscaler() if plan.upscaler is None else Upscaler.from_file(plan.upscaler, device=device)
+        steps["upscale"] = UpscaleStep(upscaler, plan.scale, model_id=_file_id(plan.upscaler))
+    if plan.engine is not None:
+        interpolator = make_interpolator(
+            plan.engine, plan.interpolation_model, allow_torchscript=True, device=device
+        )  # FILM's allow_torchscript was checked by _check_finish
+        steps["interpolate"] = InterpolateStep(
+            interpolator, plan.x, plan.slow_motion, model_id=_file_id(plan.interpolation_model)
+        )
+    return [steps[name] for name in plan.order]
+
+
+def _file_id(path: Path | None) -> str:
+    if path is None:
+        return ""
+    stat = path.stat()
+    return f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
 def frame_ops(settings: Settings, options: RenderOptions, generator: FrameGenerator) -> FrameOps[Any]:
@@ -553,6 +678,7 @@ def _run_loop(
     if prepare.color_space is not None and loaded.ops is HOST_OPS:
         with timer.stage("load"):  # OpenCV's colour tables and threads: not in the first matched frame's time
             warm_up(prepare.color_space)
+    following = _following_finisher(run, prepared, loaded)
     run_sink = RunSink(
         run,
         video_options,
@@ -560,6 +686,7 @@ def _run_loop(
         save_frames=options.save_frames,
         frame_info=model_info(generator),
         loop_waiting=timer.waiting,
+        on_segment=following.segment if following is not None else None,
     )
     if pending:
         run_sink.replay(pending, state.next_frame - len(pending))
@@ -572,7 +699,7 @@ def _run_loop(
     first = state.next_frame
     final = state
     total = run.manifest.max_frames or table.max_frames
-    failed = False
+    failed = finished = False
     video = None
     try:
         final = render(
@@ -595,13 +722,62 @@ def _run_loop(
                 raise
             # keep the error that stopped the render (e.g. a full disk), not this follow-up one
             logger.warning("could not write the video of the frames so far: %s", exc)
+        finally:
+            with timer.stage("finish"):  # what is left after the last frame
+                finished_video = _finish_following(following, prepared, finished=finished and not failed)
     wall = time.perf_counter() - started
     report = RenderReport(run.root, video, final.next_frame - first, total, wall, timer, finished, prepared.notices)
+    report.finished_video = finished_video
     if flicker is not None:
         report.flicker = flicker.meter.value
     if controls is not None:
         report.detector_calls = controls.detector_calls
     return report
+
+
+FINISHED_VIDEO = "video_finished"
+
+
+def _following_finisher(run: RunDirectory, prepared: Prepared, loaded: Loaded) -> Any:
+    """The finishing steps following the render's committed segments (None without steps); the segments an
+    earlier run committed are queued first (resume)."""
+    if not loaded.finish_steps:
+        return None
+    from fractions import Fraction
+
+    from dreamreel.finish.stream import Finisher
+    from dreamreel.jobs.finish import FollowingFinisher
+
+    video = prepared.video
+    finisher = Finisher(
+        run.root / "finish", loaded.finish_steps, video.width, video.height, Fraction(video.fps_fraction), video
+    )
+    following = FollowingFinisher(finisher)  # its own timer: it runs beside the loop
+    for segment in run.manifest.segment_infos(run.root):
+        following.segment(segment)
+    return following
+
+
+def _finish_following(following: Any, prepared: Prepared, *, finished: bool) -> Path | None:
+    """Wait for the finishing steps; when the render is complete, finish its last segment and join the video."""
+    if following is None:
+        return None
+    try:
+        following.close(complete=finished)
+        if not finished:
+            return None
+        finisher = following.finisher
+        out = finisher.folder.parent / f"{FINISHED_VIDEO}{finisher.options.output_suffixes[0]}"
+        slow = prepared.finish is not None and prepared.finish.slow_motion > 1
+        if slow and prepared.audio is not None:
+            logger.warning("the finished video is in slow motion, longer than the sound: it has no sound")
+        audio = None if slow else prepared.audio
+        return Path(finisher.join(out, audio=audio, audio_start=prepared.audio_start))
+    except Exception:
+        if finished:
+            raise
+        logger.warning("could not finish the segments rendered so far", exc_info=True)
+        return None
 
 
 def _video_reference(settings: Settings, frames: Any) -> Callable[[int], Image] | None:

@@ -34,7 +34,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -304,6 +304,7 @@ class RunSink:
         queue_items: int = 8,
         loop_waiting: threading.Event | None = None,
         hold_seconds: float = 0.1,
+        on_segment: Callable[[SegmentInfo], None] | None = None,
     ) -> None:
         self.run = run
         self.options = options
@@ -328,6 +329,7 @@ class RunSink:
         self._loop_waiting = loop_waiting
         self._hold_seconds = hold_seconds
         self._closing = False  # the loop is done: nothing to make way for
+        self._on_segment = on_segment  # told (on the writer thread) of each committed segment
 
     # --- the caller's side ----------------------------------------------------------------
 
@@ -492,6 +494,8 @@ class RunSink:
         for file in self._pending.iterdir():
             file.unlink(missing_ok=True)
         self._unsynced.clear()
+        if self._on_segment is not None:
+            self._on_segment(SegmentInfo(info.path, info.first_frame, info.frame_count))
 
     def _save_png(self, image: Image, params: FrameParams) -> None:
         folder = self.run.root / "frames"

@@ -401,6 +401,119 @@ class DiffusersGenerator:
         kwargs["control_guidance_end"] = [c.guidance_end for c in request.controls]
         kwargs["guess_mode"] = request.guess_mode
 
+    # --- A1111's hires fix: the pieces of its two passes (dreamreel.jobs.still puts them together) ----------
+
+    def generate_latents(self, request: GenerationRequest, count: int) -> torch.Tensor:
+        """The txt2img latents of ``count`` images (seeds ``request.seed + i``), before the VAE decode.
+
+        The same sampler call as :meth:`generate_batch` for a txt2img request (``request.init_image`` is
+        ignored), stopped where the pipeline would decode: :meth:`decode_latents` of the result gives the
+        images :meth:`generate_batch` gives.
+
+        Returns:
+            (count, C, height / 8, width / 8) latents in the UNet's (scaled) latent space, on the
+            pipeline's device: what A1111's latent hires upscalers resize.
+        """
+        return self._hires_call(request, count, None, output_type="latent")
+
+    def decode_latents(self, latents: torch.Tensor) -> list[torch.Tensor]:
+        """Decode (count, C, h, w) latents as the pipeline does: (8h, 8w, 3) uint8 tensors on the device."""
+        pipe = self._txt2img
+        with torch.no_grad():
+            decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            decoded = pipe.image_processor.postprocess(
+                decoded, output_type="pt", do_denormalize=[True] * decoded.shape[0]
+            )
+        return _levels(decoded)
+
+    def generate_hires_pass(self, request: GenerationRequest, init: torch.Tensor) -> list[torch.Tensor]:
+        """The second pass of A1111's hires fix: img2img of a batch that runs exactly ``request.steps`` steps.
+
+        A1111's hires pass always hands its step count to the sampler, so ``setup_img2img_steps`` takes the
+        "do exactly the amount of steps" branch whatever the setting says: the schedule has
+        ``int(steps / min(strength, 0.999))`` steps and the last ``steps`` of them run, starting from the
+        init noised to that point. Prompt editing (``[a:b:when]``) is scheduled over ``steps``. A schedule
+        longer than the scheduler's training steps (tiny strengths) is cut to them, with a warning.
+
+        Args:
+            request: the pass's prompts, sampler, CFG scale, clip skip and seed (image ``i`` has the seed
+                ``request.seed + i``); ``steps`` and ``strength`` (above 0) as above. No ControlNet.
+            init: (count, C, h, w) latents (from :meth:`generate_latents`, resized), or (count, H, W, 3)
+                uint8 images (encoded by the VAE, as img2img does).
+
+        Returns:
+            (H, W, 3) uint8 tensors on the pipeline's device, one per init, the size of the init.
+        """
+        if not request.strength > 0.0:
+            raise ValueError(f"the hires pass needs a denoising strength above 0, not {request.strength}")
+        if init.dtype == torch.uint8:
+            image = init.to(self.device).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        else:
+            image = init.to(self.device)
+        steps = max(1, int(request.steps))
+        total = int(steps / min(request.strength, 0.999))
+        limit = int(self._txt2img.scheduler.config.get("num_train_timesteps", 1000))
+        if total > limit:
+            if "hires_steps" not in self._warned:
+                self._warned.add("hires_steps")
+                logger.warning(
+                    "hires pass: %d steps at denoising strength %.3g need a schedule of %d steps; the scheduler "
+                    "has %d, so the pass runs on a schedule of %d",
+                    steps, request.strength, total, limit, limit,
+                )  # fmt: skip
+            total = limit
+        # diffusers runs int(total * strength) steps of a total-step schedule: ask for exactly ``steps``
+        strength = min(1.0, (min(steps, total) + 0.5) / total)
+        decoded = self._hires_call(request, image.shape[0], image, output_type="pt", steps=total, strength=strength)
+        return _levels(decoded)
+
+    def _hires_call(
+        self,
+        request: GenerationRequest,
+        count: int,
+        image: torch.Tensor | None,
+        *,
+        output_type: str,
+        steps: int | None = None,
+        strength: float = 1.0,
+    ) -> torch.Tensor:
+        """One pipeline call of the hires fix: :meth:`_run` without ControlNet, noise multiplier or cross-frame
+        attention, with the output type and, for img2img, the scheduled steps and diffusers' strength given."""
+        if request.controls:
+            raise SettingsError("the hires fix does not take ControlNet inputs", key="--hires")
+        img2img = image is not None
+        self._use_sampler(request.sampler)
+        prompt, loras = extract_lora_tags(request.prompt)
+        negative, negative_loras = extract_lora_tags(request.negative_prompt)
+        self._use_loras(tuple(loras + negative_loras))
+        self._load_embeddings(prompt + " " + negative + " " + " ".join(t for t, _ in request.prompt_parts))
+        pipe = self._pipe_for(request, img2img=img2img)
+        cond, uncond, schedule = self._conditioning(request, prompt, negative)
+        kwargs: dict[str, Any] = {
+            "prompt_embeds": cond.repeat(count, 1, 1),
+            "negative_prompt_embeds": uncond.repeat(count, 1, 1),
+            "guidance_scale": request.cfg_scale,
+            "num_inference_steps": steps or request.steps,
+            "generator": [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(count)],
+            "output_type": output_type,
+        }
+        if img2img:
+            kwargs.update(image=image, strength=strength)
+        else:
+            kwargs.update(height=request.height, width=request.width)
+        if len(schedule) > 1:
+            kwargs["callback_on_step_end"] = _PromptEditor(schedule, uncond, count, cfg=request.cfg_scale > 1.0)
+            kwargs["callback_on_step_end_tensor_inputs"] = ["prompt_embeds"]
+        images: torch.Tensor = pipe(**kwargs).images
+        return images
+
+
+def _levels(decoded: torch.Tensor) -> list[torch.Tensor]:
+    """(count, 3, H, W) images in 0..1 -> (H, W, 3) uint8 tensors, rounded as :meth:`DiffusersGenerator._sample`
+    rounds."""
+    levels = torch.round(decoded.to(torch.float32) * 255.0).clamp(0, 255).to(torch.uint8)
+    return list(levels.permute(0, 2, 3, 1))
+
 
 def _steps_for(request: GenerationRequest, warned: set[str], *, img2img: bool | None = None) -> int:
     """Sampler steps to ask diffusers for. img2img runs ``int(steps * strength)`` of them; when that is

@@ -178,6 +178,7 @@ def from_deforum(raw: Mapping[str, Any], *, source: str | None = None) -> tuple[
     _translate_color(raw, out, source)
     _translate_misc(raw, out, source)
     _translate_controlnet(raw, out, source)
+    _translate_finish(raw, out, source)
     _report_leftovers(raw, out.handled, source, exported="dreamreel_version" in raw)
     return out.native, out.origin
 
@@ -339,6 +340,60 @@ CN_IGNORED = ("overwrite_frames", "low_vram")
 CN_UNSUPPORTED = ("mask_vid_path", "pixel_perfect", "loopback_mode")
 
 
+FINISH_KEYS = (
+    "r_upscale_video", "r_upscale_factor", "r_upscale_model", "r_upscale_keep_imgs", "frame_interpolation_engine",
+    "frame_interpolation_x_amount", "frame_interpolation_slow_mo_enabled", "frame_interpolation_slow_mo_amount",
+    "frame_interpolation_keep_imgs", "frame_interpolation_use_upscaled",
+)  # fmt: skip
+INTERPOLATION_ENGINES = {"None": None, "RIFE v4.6": "rife", "FILM": "film"}
+
+
+def _translate_finish(raw: Mapping[str, Any], out: Translation, source: str | None) -> None:
+    """Deforum's upscaling and frame interpolation after the render -> the ``finish`` section.
+
+    Deforum made two videos (an upscaled one, and an interpolated one of the raw or, with
+    ``frame_interpolation_use_upscaled``, the upscaled frames); dreamreel makes one finished video with
+    both steps: upscaling first with ``use_upscaled``, interpolation first (cheaper) without.
+    ``*_keep_imgs`` have nothing to act on (no PNG folders are made) and are accepted.
+    """
+    out.handled.update(FINISH_KEYS)
+    finish: dict[str, Any] = {}
+    if raw.get("r_upscale_video"):
+        factor = str(raw.get("r_upscale_factor", "x2")).strip().lower().removeprefix("x")
+        if factor not in ("2", "3", "4"):
+            raise SettingsError(
+                f"is {raw.get('r_upscale_factor')!r}; allowed values are 'x2', 'x3', 'x4'", key="r_upscale_factor",
+                source=source,
+            )  # fmt: skip
+        finish["upscale"] = {"model": raw.get("r_upscale_model") or "realesr-animevideov3", "scale": int(factor)}
+        out.origin["finish.upscale.model"] = "r_upscale_model"
+        out.origin["finish.upscale.scale"] = "r_upscale_factor"
+    engine_name = raw.get("frame_interpolation_engine", "None")
+    if engine_name not in INTERPOLATION_ENGINES:
+        raise SettingsError(
+            f"is {engine_name!r}; allowed values are {', '.join(repr(k) for k in INTERPOLATION_ENGINES)}"
+            f"{did_you_mean(str(engine_name), INTERPOLATION_ENGINES)}",
+            key="frame_interpolation_engine", source=source,
+        )  # fmt: skip
+    engine = INTERPOLATION_ENGINES[engine_name]
+    if engine is not None:
+        interpolate: dict[str, Any] = {"engine": engine, "x": raw.get("frame_interpolation_x_amount", 2)}
+        if raw.get("frame_interpolation_slow_mo_enabled"):
+            interpolate["slow_motion"] = raw.get("frame_interpolation_slow_mo_amount", 2)
+        if raw.get("dreamreel_interpolation_model"):
+            interpolate["model"] = raw["dreamreel_interpolation_model"]
+        finish["interpolate"] = interpolate
+        out.origin["finish.interpolate.engine"] = "frame_interpolation_engine"
+        out.origin["finish.interpolate.x"] = "frame_interpolation_x_amount"
+        out.origin["finish.interpolate.slow_motion"] = "frame_interpolation_slow_mo_amount"
+        out.origin["finish.interpolate.model"] = "dreamreel_interpolation_model"
+    out.handled.add("dreamreel_interpolation_model")
+    if finish:
+        if not raw.get("frame_interpolation_use_upscaled"):
+            finish["order"] = ["interpolate", "upscale"]
+        out.put("finish", finish, "r_upscale_video" if "upscale" in finish else "frame_interpolation_engine")
+
+
 def _translate_controlnet(raw: Mapping[str, Any], out: Translation, source: str | None) -> None:
     """Deforum's ``cn_1_*`` .. ``cn_5_*`` keys -> ``controlnet`` units (enabled units only)."""
     numbers = sorted({int(k.split("_")[1]) for k in raw if k.startswith("cn_") and k.split("_")[1].isdigit()})
@@ -460,6 +515,7 @@ def to_deforum(settings: Settings) -> dict[str, Any]:
     if settings.interpolation:
         out["schedule_interpolation"] = dict(settings.interpolation)
     _controlnet_to_deforum(settings, out)
+    _finish_to_deforum(settings, out)
     if settings.temporal != type(settings.temporal)():
         out["dreamreel_temporal"] = native["temporal"]
     if settings.video_input is not None:
@@ -467,6 +523,26 @@ def to_deforum(settings: Settings) -> dict[str, Any]:
         out["dreamreel_video"] = extra
     out["dreamreel_version"] = __version__
     return out
+
+
+def _finish_to_deforum(settings: Settings, out: dict[str, Any]) -> None:
+    finish = settings.finish
+    upscale = finish.upscale if finish is not None else None
+    interpolate = finish.interpolate if finish is not None else None
+    out["r_upscale_video"] = upscale is not None
+    if upscale is not None:
+        out["r_upscale_factor"] = f"x{upscale.scale:g}"
+        out["r_upscale_model"] = upscale.model
+    engines = {v: k for k, v in INTERPOLATION_ENGINES.items()}
+    out["frame_interpolation_engine"] = engines.get(interpolate.engine, "None") if interpolate else "None"
+    if interpolate is not None:
+        out["frame_interpolation_x_amount"] = interpolate.x
+        out["frame_interpolation_slow_mo_enabled"] = interpolate.slow_motion > 1
+        out["frame_interpolation_slow_mo_amount"] = max(2, interpolate.slow_motion)
+        if interpolate.model:
+            out["dreamreel_interpolation_model"] = interpolate.model
+    if finish is not None and upscale is not None and interpolate is not None:
+        out["frame_interpolation_use_upscaled"] = finish.order[0] == "upscale"
 
 
 def _controlnet_to_deforum(settings: Settings, out: dict[str, Any]) -> None:

@@ -53,9 +53,10 @@ def _relative_to(settings: Settings, folder: Path) -> Settings:
     """Paths in a settings file are relative to that file, not to the working directory.
 
     Every file path (init image, soundtrack, input video and mask, colour-coherence image, Parseq
-    manifest, ControlNet inputs) becomes absolute, so the settings mean the same from any working
-    directory and in a run directory's ``settings.json``. Values that are a model name or a path
-    (``model``, ``depth.model``, ControlNet models) change only when that path exists next to the
+    manifest, ControlNet inputs, the interpolation model) becomes absolute, so the settings mean the
+    same from any working directory and in a run directory's ``settings.json``. Values that are a model
+    name or a path (``model``, ``depth.model``, ControlNet models, the upscaler) change only when that
+    path exists next to the
     file. ``~`` is expanded; URLs stay as written (they are refused where the file is opened).
     """
     base = Path(os.path.abspath(folder.expanduser()))
@@ -92,6 +93,13 @@ def _relative_to(settings: Settings, folder: Path) -> Settings:
     update["controlnet"] = tuple(
         _copy(unit, input=file(unit.input), model=name_or_file(unit.model)) for unit in settings.controlnet
     )
+    if settings.finish is not None:
+        finish = settings.finish
+        update["finish"] = _copy(
+            finish,
+            upscale=finish.upscale and _copy(finish.upscale, model=name_or_file(finish.upscale.model)),
+            interpolate=finish.interpolate and _copy(finish.interpolate, model=file(finish.interpolate.model)),
+        )
     resolved: Settings = _copy(settings, **update)
     return resolved
 

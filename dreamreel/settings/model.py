@@ -179,6 +179,38 @@ class Output(_Model):
     audio: str | None = None
 
 
+class FinishUpscale(_Model):
+    """Upscaling the finished frames: an upscaler file or name (A1111 ``models/ESRGAN``...), or ``lanczos``."""
+
+    model: str = "lanczos"
+    scale: float = Field(2.0, gt=0, le=16)
+
+
+class FinishInterpolate(_Model):
+    """Frame interpolation: ``x - 1`` new frames between every two; ``slow_motion`` divides the frame rate."""
+
+    engine: Literal["rife", "film", "minterpolate"] = "rife"
+    model: str | None = None  # RIFE flownet.pkl or FILM .pt (minterpolate needs none)
+    x: int = Field(2, ge=2, le=10)
+    slow_motion: int = Field(1, ge=1, le=10)
+    allow_torchscript: bool = False  # FILM's .pt is a TorchScript program: it runs code when loaded
+
+
+class Finish(_Model):
+    """What happens to the rendered video: the steps run in ``order`` on each committed segment."""
+
+    upscale: FinishUpscale | None = None
+    interpolate: FinishInterpolate | None = None
+    order: tuple[Literal["upscale", "interpolate"], ...] = ("upscale", "interpolate")
+
+    @field_validator("order")
+    @classmethod
+    def _each_step_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if sorted(value) != ["interpolate", "upscale"]:
+            raise ValueError('lists each step once, e.g. ["upscale", "interpolate"]')
+        return value
+
+
 class Settings(_Model):
     """Everything a run needs, validated. Frozen: nothing changes it during a run."""
 
@@ -222,6 +254,7 @@ class Settings(_Model):
     temporal: Temporal = Field(default_factory=Temporal)
     parseq: Parseq | None = None
     output: Output = Field(default_factory=Output)
+    finish: Finish | None = None
 
     # Where each value came from in the user's file (dotted native path -> key as written), so
     # errors found later (e.g. in a schedule) name the key the user typed. Not part of the settings.

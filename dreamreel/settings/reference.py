@@ -100,6 +100,7 @@ def settings_reference() -> str:
                 "optical_flow_cadence", "parseq_manifest", "parseq_use_deltas", "add_soundtrack", "soundtrack_path",
                 "use_mask_video", "video_mask_path", "overwrite_extracted_frames"}  # fmt: skip
     handled |= {k for k in d.deforum_defaults() if k.startswith("cn_") and not k.endswith(d.CN_UNSUPPORTED)}
+    handled |= set(d.FINISH_KEYS)
     unsupported = [k for k in d.deforum_defaults() if k not in handled]
     sections += [
         "\n## Deforum keys that are not supported\n",
@@ -109,6 +110,15 @@ def settings_reference() -> str:
         *[f"- `{old}` is read as `{new}`" for old, new in d.KEY_MIGRATIONS.items()],
         *[f"- `color_coherence: {old}` is read as `{new}`" for old, new in d.COLOR_MIGRATIONS.items()],
         "- `optical_flow_cadence: RAFT` is read as `DIS Fine` with a warning (RAFT needs model weights).",
+        "\n## Deforum's upscaling and frame interpolation\n",
+        "`r_upscale_video` with `r_upscale_factor` (`x2`-`x4`) and `r_upscale_model` (a file or A1111 name, "
+        "found with `--models-dir`; Deforum's `realesr-animevideov3`, `realesrgan-x4plus` and "
+        "`realesrgan-x4plus-anime` names work when the file is there) -> `finish.upscale`; "
+        "`frame_interpolation_engine` (`RIFE v4.6`, `FILM`), `frame_interpolation_x_amount` and "
+        "`frame_interpolation_slow_mo_*` -> `finish.interpolate` (the weights file goes in the dreamreel key "
+        "`dreamreel_interpolation_model`, or `finish.interpolate.model` in native settings). Deforum made two "
+        "videos; dreamreel makes one finished video, upscaling first with `frame_interpolation_use_upscaled`, "
+        "interpolating first without it. `*_keep_imgs` have nothing to act on (no PNG folders are written).",
         "\n## Deforum ControlNet keys\n",
         "`cn_N_enabled` units become `controlnet` entries: `cn_N_module` -> `preprocessor`, `cn_N_model` -> `model`, "
         "`cn_N_weight`/`cn_N_guidance_start`/`cn_N_guidance_end` -> the schedules of the same names, "

@@ -174,3 +174,40 @@ def test_few_steps_at_a_high_deforum_strength_still_run_one_step(
     request = replace(BASE, steps=2, init_image=np.full((64, 64, 3), 128, np.uint8), strength=denoise)
     assert int(_steps_for(request, set()) * denoise) == 1
     assert generator.generate(request).shape == (64, 64, 3)
+
+
+def test_latents_decode_to_the_txt2img_image(generator: DiffusersGenerator, reference: np.ndarray) -> None:
+    """The hires fix's first pass with a latent upscaler: the same sampler call, stopped before the decode."""
+    import torch
+
+    latents = generator.generate_latents(BASE, 2)
+    assert tuple(latents.shape) == (2, 4, 8, 8)
+    first, _ = generator.decode_latents(latents)
+    assert np.abs(first.numpy().astype(int) - reference.astype(int)).max() <= 1  # batched: within 1
+    single = generator.decode_latents(generator.generate_latents(BASE, 1))[0]
+    assert single.dtype == torch.uint8 and np.array_equal(single.numpy(), reference)
+
+
+@pytest.mark.parametrize(("steps", "strength", "schedule"), [(4, 0.3, 13), (3, 0.7, 4), (2, 1.0, 2), (5, 0.5, 10)])
+def test_hires_pass_runs_exactly_its_steps_of_a_longer_schedule(
+    generator: DiffusersGenerator, steps: int, strength: float, schedule: int
+) -> None:
+    """A1111's hires pass: ``steps`` sampler steps of a schedule of ``int(steps / min(strength, 0.999))``."""
+    import torch
+
+    calls: list[int] = []
+    handle = generator._txt2img.unet.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        latents = torch.nn.functional.interpolate(generator.generate_latents(BASE, 1), scale_factor=2.0)
+        calls.clear()
+        request = replace(BASE, width=128, height=128, steps=steps, strength=strength)
+        (image,) = generator.generate_hires_pass(request, latents)
+        assert len(calls) == steps
+        assert len(generator._img2img.scheduler.timesteps) == schedule
+        assert tuple(image.shape) == (128, 128, 3) and image.dtype == torch.uint8
+        calls.clear()
+        images = torch.from_numpy(np.stack([np.full((128, 128, 3), 90, np.uint8)] * 2))
+        assert len(generator.generate_hires_pass(request, images)) == 2  # uint8 images are VAE-encoded
+        assert len(calls) == steps
+    finally:
+        handle.remove()

@@ -82,8 +82,9 @@ def test_full_deforum_file_lists_unsupported_keys_once(tmp_path: Path, caplog: p
     warnings = [r for r in caplog.records if "not supported" in r.getMessage()]
     assert len(warnings) == 1
     message = warnings[0].getMessage()
-    for key in ("hybrid_composite", "use_looper", "tiling", "frame_interpolation_engine"):
+    for key in ("hybrid_composite", "use_looper", "tiling"):
         assert key in message
+    assert "frame_interpolation_engine" not in message and "r_upscale_video" not in message  # finishing is supported
     assert "cn_1_enabled" not in message  # disabled ControlNet units do nothing, in Deforum too
     for key in ("zoom", "strength_schedule", "W", "prompts", "diffusion_cadence"):
         assert f" {key}," not in message and not message.endswith(key)

@@ -1,0 +1,26 @@
+"""benchmarks/bench_finish.py runs as written, at a tiny size (each part prints its figure and target)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_finishing_benchmark_runs_every_part_at_a_tiny_size() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_finish.py"), "--frames", "3"],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line[:2] for line in lines] == ["1.", "2.", "3."]
+    assert re.search(r"= \d+\.\d{3} \(target <= 1\.10\)", lines[0])
+    assert re.search(r"IFNet at 256x256: \d+\.\d / \d+\.\d ms per frame pair", lines[1])
+    assert re.search(r"-?\d+\.\d MB \(target <= 50 MB", lines[2])
