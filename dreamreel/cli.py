@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("input", metavar="INPUT", help="a video or a dreamreel run directory")
     interpolate.add_argument("--engine", default=None, help="rife, film or minterpolate (default: rife with --model)")
     interpolate.add_argument("--model", type=_local_path("interpolation model"), help="RIFE flownet.pkl or FILM .pt")
-    interpolate.add_argument("--x", type=_int_at_least(2, 10), default=2, help="frame multiplier, 2-10 (default 2)")
+    interpolate.add_argument("--x", type=_int_at_least(2, 64), default=2, help="frame multiplier, 2-64 (default 2)")
     interpolate.add_argument("--slow-motion", type=_int_at_least(1, 10), default=1, metavar="N", help="slow motion")
     interpolate.add_argument("--allow-torchscript", action="store_true", help="let a FILM .pt file run its code")
     interpolate.add_argument("--out", type=Path, required=True, help="the output video (.mp4, .mkv, .mov, .webm)")

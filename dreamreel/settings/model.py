@@ -191,7 +191,7 @@ class FinishInterpolate(_Model):
 
     engine: Literal["rife", "film", "minterpolate"] = "rife"
     model: str | None = None  # RIFE flownet.pkl or FILM .pt (minterpolate needs none)
-    x: int = Field(2, ge=2, le=10)
+    x: int = Field(2, ge=2, le=64)
     slow_motion: int = Field(1, ge=1, le=10)
     allow_torchscript: bool = False  # FILM's .pt is a TorchScript program: it runs code when loaded
 

@@ -159,12 +159,17 @@ def _deforum_settings(tmp_path: Path, flownet: Path, **overrides: object) -> Pat
 def test_a_deforum_file_with_upscaling_and_interpolation_renders_one_finished_video(tmp_path: Path) -> None:
     from dreamreel.finish._testing_rife import write_tiny_flownet
     from dreamreel.settings import load_settings
+    from dreamreel.testing import save_tiny_model
 
     settings = _deforum_settings(tmp_path, write_tiny_flownet(tmp_path / "flownet.pkl", "4.6"))
     loaded = load_settings(settings).finish
     assert loaded is not None and loaded.order == ("interpolate", "upscale")  # Deforum's use_upscaled is off
     run = tmp_path / "run"
-    assert main(["render", str(settings), "--preview", "--out", str(run), "--segment-frames", "4"]) == 0
+    model = save_tiny_model(tmp_path / "tiny", controlnets=())
+    assert main(["render", str(settings), "--model", str(model), "--out", str(run), "--segment-frames", "4"]) == 0
+    manifest = json.loads((run / "finish" / "finish.json").read_text())
+    assert [step["step"] for step in manifest["describe"]["steps"]] == ["interpolate", "upscale"]
+    assert manifest["describe"]["steps"][0]["engine"] == "rife"
     raw, finished = probe(run / "video.mp4"), probe(run / "video_finished.mp4")
     assert (finished.width, finished.height, finished.frame_count) == (128, 128, 28)  # (10 - 1) * 3 + 1
     assert finished.fps == pytest.approx(15) and finished.has_audio
