@@ -268,6 +268,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finish_model_options(interpolate)
     interpolate.set_defaults(handler=_cmd_interpolate)
 
+    batch = commands.add_parser(
+        "batch",
+        help="run a batch of renders (a file of jobs or a folder of settings files) locally or on Ray",
+        description="Run every job of a batch file (.json, .jsonl, .toml) or folder of settings files into one run "
+        "directory per job under --out. Running it again skips finished jobs and resumes unfinished ones. Options "
+        "given here apply to every job that does not set them. --ray runs the jobs on a Ray cluster, one worker per "
+        "GPU, the run directories on storage every worker sees.",
+    )
+    batch.add_argument("batch", metavar="BATCH", help="a batch file or a folder of settings files")
+    batch.add_argument(
+        "--sweep", action="append", default=[], metavar="KEY=VALUES",
+        help="one job per value, e.g. seed=1..8 or cfg=5,7,9 (repeat for a grid)",
+    )  # fmt: skip
+    batch.add_argument(
+        "--status", action="store_true", help="show each job's state, frames, ETA and video; run nothing"
+    )
+    batch.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="run on Ray: a cluster address (ray://host:10001 or auto), or nothing to start a local Ray instance",
+    )  # fmt: skip
+    batch.add_argument("--gpus-per-job", type=float, default=1.0, help="GPUs each Ray worker holds (default 1)")
+    batch.add_argument("--preview", action="store_true", help="motion previews of every job (no model)")
+    batch.add_argument("--frames", type=_int_at_least(1), dest="max_frames", metavar="N", help="first N frames")
+    _add_output_options(batch, out_help="folder of run directories, one per job (default runs/)")
+    _add_model_options(batch)
+    batch.set_defaults(handler=_cmd_batch)
+
     info = commands.add_parser(
         "info",
         help="print the A1111 generation parameters stored in a PNG",
@@ -542,6 +569,43 @@ def _model_id(path: Path | None) -> str:
         return ""
     stat = Path(path).stat()
     return f"{Path(path).name}:{stat.st_size}:{int(stat.st_mtime)}"
+
+
+def _cmd_batch(args: argparse.Namespace, console: Console) -> int:
+    from dreamreel.jobs import batch
+    from dreamreel.jobs.render import RenderOptions
+
+    defaults = vars(build_parser().parse_args(["batch", args.batch]))  # what every option is when not given
+    fields = {f for f in RenderOptions.__dataclass_fields__ if f != "out"}
+    given = {k: v for k, v in vars(args).items() if k in fields and v != defaults.get(k)}
+    out = Path(args.out or "runs")
+    jobs = batch.read_batch(Path(args.batch), defaults=given, sweeps=args.sweep)
+    if args.status:
+        for state in batch.status(jobs, out):
+            console.print(state.line(), markup=False, highlight=False)
+        return 0
+    stop = _StopFlag()
+    if not args.preview:
+        _quiet_model_libraries()
+    with stop.installed():
+        if args.ray is not None:
+            from dreamreel.jobs.ray_batch import run_ray
+
+            address = None if args.ray == "local" else args.ray
+            results = run_ray(jobs, out, address=address, gpus_per_job=args.gpus_per_job, should_stop=stop)
+        else:
+            from dreamreel.progress import BatchProgress
+
+            progress = BatchProgress(console, len(jobs))
+            try:
+                results = batch.run_local(jobs, out, progress=progress, should_stop=stop)
+            finally:
+                progress.close()
+    for line in batch.summary(results):
+        console.print(line, markup=False, highlight=False)
+    if any(r.state == "failed" for r in results):
+        return 1
+    return 0 if all(r.state in ("done", "skipped") for r in results) and len(results) == len(jobs) else 130
 
 
 def _cmd_info(args: argparse.Namespace, console: Console) -> int:

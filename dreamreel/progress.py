@@ -52,3 +52,50 @@ class RichProgress:
 
     def close(self) -> None:
         self._progress.stop()
+
+
+class BatchProgress:
+    """One progress display for a whole batch: a bar of jobs done, and the current job's frames.
+
+    :meth:`job` gives the :class:`ProgressReporter` of one job (the renders report into it as usual).
+    """
+
+    def __init__(self, console: Console, jobs: int) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._progress.start()
+        self._jobs = self._progress.add_task("jobs", total=jobs)
+        self._frames: TaskID | None = None
+
+    def job(self, name: str) -> _JobProgress:
+        if self._frames is not None:
+            self._progress.remove_task(self._frames)
+        self._frames = self._progress.add_task(name, total=None)
+        return _JobProgress(self._progress, self._frames)
+
+    def job_done(self) -> None:
+        self._progress.advance(self._jobs)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+class _JobProgress:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def start(self, total: int, *, completed: int = 0) -> None:
+        self._progress.update(self._task, total=total, completed=completed)
+
+    def advance(self, frame: int) -> None:
+        self._progress.update(self._task, completed=frame + 1)
+
+    def close(self) -> None:
+        return None

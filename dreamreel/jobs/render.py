@@ -145,6 +145,36 @@ class RunFrameSink(FrameSink, Protocol):
         ...
 
 
+class ModelPool:
+    """Generators kept loaded between the jobs of a batch (by everything that went into loading them).
+
+    Holds the last ``keep`` generators; a job whose model, device, precision, VAE and ControlNets match
+    one of them uses it instead of loading again. Generators with cross-frame attention carry state
+    from frame to frame and are never shared.
+    """
+
+    def __init__(self, keep: int = 1) -> None:
+        from collections import OrderedDict
+
+        self.keep = max(1, keep)
+        self._items: OrderedDict[tuple[Any, ...], FrameGenerator] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], load: Callable[[], FrameGenerator]) -> FrameGenerator:
+        if key in self._items:
+            self._items.move_to_end(key)
+            logger.info("using the model already loaded for an earlier job")
+            return self._items[key]
+        while len(self._items) >= self.keep:
+            self._items.popitem(last=False)  # dropped before the next one loads: one model in memory at a time
+        generator = load()
+        self._items[key] = generator
+        return generator
+
+    def models(self) -> set[str]:
+        """The model sources held (the first element of each key)."""
+        return {str(key[0]) for key in self._items}
+
+
 @dataclass
 class RenderReport:
     """What a render did, for the end-of-run screen."""
@@ -275,8 +305,14 @@ def render_run(
     source: str | None = None,
     progress: ProgressReporter | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    pool: ModelPool | None = None,
+    lease: tuple[str, int] | None = None,
 ) -> RenderReport:
-    """Render validated settings into a new run directory (``options.out`` or ``runs/<name>-<time>``)."""
+    """Render validated settings into a new run directory (``options.out`` or ``runs/<name>-<time>``).
+
+    ``pool`` keeps models loaded between the jobs of a batch; ``lease`` (batch job id, attempt) marks the
+    run directory as that attempt's (see :meth:`~dreamreel.media.rundir.RunDirectory.take_lease`).
+    """
     settings = with_resolved_seed(settings)
     video_source = None
     if settings.mode == "video":
@@ -292,11 +328,14 @@ def render_run(
         # every check and every model load happens before the run directory is written, so a
         # failed start leaves nothing that blocks the next attempt
         prepared = _prepare(settings, table, options, out, video_source, frames)
-        loaded = _load(settings, options, prepared)
+        loaded = _load(settings, options, prepared, pool)
         manifest_options = _manifest_options(options, prepared, source)
         run = RunDirectory.create(
             out, settings_files(settings), table, manifest_options, overwrite=options.overwrite, max_frames=frames
         )
+        if lease is not None:
+            run.take_lease(*lease)
+            run.commit()
     except BaseException:
         if not existed and out.is_dir():
             shutil.rmtree(out, ignore_errors=True)  # only what this attempt made (preflight's folder)
@@ -316,15 +355,18 @@ def resume(
     *,
     progress: ProgressReporter | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    pool: ModelPool | None = None,
+    lease: tuple[str, int] | None = None,
 ) -> RenderReport:
-    """Continue an interrupted render exactly where its last checkpoint left it."""
+    """Continue an interrupted render exactly where its last checkpoint left it (``pool``, ``lease``: as for
+    :func:`render_run`)."""
     if options.out is not None and Path(options.out).absolute() != Path(run_dir).absolute():
         raise SettingsError(
             f"--resume continues the run in {run_dir} and writes there; it cannot move to {options.out}. Leave out "
             "--out (or copy the run directory first and resume the copy)",
             key="--out",
         )
-    run = RunDirectory.open(run_dir)
+    run = RunDirectory.open(run_dir, lease=lease)
     if run.manifest.status == "done":
         return _finish_a_done_run(run, options)
     settings, table = load_settings(run.root / SETTINGS), run.table()
@@ -343,7 +385,7 @@ def resume(
     video_source = open_input_video(settings)[0] if settings.mode == "video" else None
     prepared = _prepare(settings, table, merged, Path(run_dir), video_source, frames)
     prepared.notices[:0] = notices
-    loaded = _load(settings, merged, prepared)
+    loaded = _load(settings, merged, prepared, pool)
     run.manifest.options.update(_resolved_models(prepared))  # the model may have moved (same hash)
     run.discard_uncommitted()
     run.begin()
@@ -498,13 +540,13 @@ def _check_finish(settings: Settings, options: RenderOptions) -> FinishPlan | No
     )
 
 
-def _load(settings: Settings, options: RenderOptions, prepared: Prepared) -> Loaded:
+def _load(settings: Settings, options: RenderOptions, prepared: Prepared, pool: ModelPool | None = None) -> Loaded:
     """Load the models (after every check passed, before the run directory is written)."""
     started = time.perf_counter()
     timer = StageTimer()
     with timer.stage("load"):
         controls = _controls(settings, options, prepared.video)
-        generator = _generator(settings, options, prepared.model_path)
+        generator = _generator(settings, options, prepared.model_path, pool)
         ops = frame_ops(settings, options, generator)
         motion = _motion(settings, prepared.depth_path, prepared.video, ops, timer)
         steps = _finish_steps(prepared.finish, options)
@@ -858,27 +900,33 @@ def load_image(source: str, width: int, height: int, *, key: str) -> Image:
     return np.asarray(rgb).copy()
 
 
-def _generator(settings: Settings, options: RenderOptions, model_path: Path | None = None) -> FrameGenerator:
+def _generator(
+    settings: Settings, options: RenderOptions, model_path: Path | None = None, pool: ModelPool | None = None
+) -> FrameGenerator:
     if options.preview:
         return PreviewGenerator()
     model = str(model_path) if model_path is not None else model_name(settings, options)
     from dreamreel.pipelines.generator import DiffusersGenerator, GeneratorOptions
 
-    return DiffusersGenerator.from_source(
-        model,
-        GeneratorOptions(
-            device=options.device,
-            dtype=options.dtype,  # type: ignore[arg-type]
-            vae=options.vae,
-            offload=options.offload,  # type: ignore[arg-type]
-            attention_slicing=options.attention_slicing,
-            vae_tiling=options.vae_tiling,
-            compile=options.compile,
-            models_dir=options.models_dir,
-            controlnets=tuple(controlnet_models(settings)),
-            cross_frame_attention=settings.mode == "video" and settings.temporal.cross_frame_attention,
-        ),
+    generator_options = GeneratorOptions(
+        device=options.device,
+        dtype=options.dtype,  # type: ignore[arg-type]
+        vae=options.vae,
+        offload=options.offload,  # type: ignore[arg-type]
+        attention_slicing=options.attention_slicing,
+        vae_tiling=options.vae_tiling,
+        compile=options.compile,
+        models_dir=options.models_dir,
+        controlnets=tuple(controlnet_models(settings)),
+        cross_frame_attention=settings.mode == "video" and settings.temporal.cross_frame_attention,
     )
+
+    def load() -> FrameGenerator:
+        return DiffusersGenerator.from_source(model, generator_options)
+
+    if pool is None or generator_options.cross_frame_attention:
+        return load()
+    return pool.get((model, *sorted((k, str(v)) for k, v in asdict(generator_options).items())), load)
 
 
 def _motion(

@@ -83,6 +83,7 @@ class Manifest:
     updated: float = 0.0
     pid: int | None = None  # the process rendering into the directory (status "rendering")
     host: str | None = None
+    lease: dict[str, Any] | None = None  # {"job": id, "attempt": n}: the batch attempt that owns the directory
 
     def segment_infos(self, root: Path) -> list[SegmentInfo]:
         return [SegmentInfo(root / s["path"], s["first_frame"], s["frame_count"]) for s in self.segments]
@@ -94,6 +95,15 @@ class RunDirectory:
     def __init__(self, root: Path, manifest: Manifest) -> None:
         self.root = root
         self.manifest = manifest
+
+    def take_lease(self, job: str, attempt: int) -> None:
+        """Own the directory as attempt ``attempt`` of batch job ``job`` (committed at the next commit).
+
+        A batch executor that retries a job (its worker died or hung) gives the retry a higher attempt;
+        from then on every :meth:`commit` of an older attempt, a zombie still running somewhere, fails
+        instead of writing over the retry's work.
+        """
+        self.manifest.lease = {"job": job, "attempt": int(attempt)}
 
     # --- creating and opening -------------------------------------------------------------
 
@@ -182,8 +192,9 @@ class RunDirectory:
         self.commit()
 
     @classmethod
-    def open(cls, root: Path) -> RunDirectory:
-        """Open an existing run directory for resuming."""
+    def open(cls, root: Path, *, lease: tuple[str, int] | None = None) -> RunDirectory:
+        """Open an existing run directory for resuming (with ``lease``: as that attempt of a batch job, which may
+        take over from an earlier attempt of the same job still marked as rendering)."""
         root = Path(root)
         path = root / MANIFEST
         if not path.is_file():
@@ -193,7 +204,14 @@ class RunDirectory:
         except (json.JSONDecodeError, TypeError) as exc:
             raise SettingsError(f"{path} is damaged: {exc}", key="--resume") from exc
         run = cls(root, manifest)
-        _refuse_if_busy(root, asdict(manifest), key="--resume")
+        held = manifest.lease
+        taking_over = lease is not None and held is not None and held.get("job") == lease[0]
+        if taking_over and lease is not None and held is not None and held.get("attempt", 0) > lease[1]:
+            raise RenderError(f"{root} belongs to a later attempt of batch job {lease[0]}; this attempt stops")
+        if not taking_over:
+            _refuse_if_busy(root, asdict(manifest), key="--resume")
+        if lease is not None:
+            run.take_lease(*lease)
         for segment in manifest.segments:
             if not (root / segment["path"]).is_file():
                 raise RenderError(f"{root / segment['path']} listed in {path} is missing; the run cannot be resumed")
@@ -241,7 +259,12 @@ class RunDirectory:
             _write_png(self.root / "reference.png", reference)
 
     def commit(self) -> None:
-        """Write the manifest atomically; then drop state snapshots it no longer names."""
+        """Write the manifest atomically; then drop state snapshots it no longer names.
+
+        Raises:
+            RenderError: another attempt of the same batch job took the directory over (see :meth:`take_lease`).
+        """
+        self._check_lease()
         self.manifest.updated = time.time()
         atomic_write_text(self.root / MANIFEST, json.dumps(asdict(self.manifest), indent=2) + "\n")
         state_root = self.root / "state"
@@ -249,6 +272,20 @@ class RunDirectory:
             for folder in state_root.iterdir():
                 if folder.name != self.manifest.state:
                     shutil.rmtree(folder, ignore_errors=True)
+
+    def _check_lease(self) -> None:
+        mine = self.manifest.lease
+        if mine is None:
+            return
+        try:
+            on_disk = json.loads((self.root / MANIFEST).read_text(encoding="utf-8")).get("lease")
+        except (OSError, json.JSONDecodeError):
+            return
+        if on_disk and on_disk.get("job") == mine["job"] and on_disk.get("attempt", 0) > mine["attempt"]:
+            raise RenderError(
+                f"{self.root} was taken over by attempt {on_disk['attempt']} of batch job {mine['job']}; this "
+                f"attempt ({mine['attempt']}) stops without writing"
+            )
 
     def safe_frames(self) -> int:
         """How many frames a resume would not render again: committed segments and finished pending groups."""
@@ -536,6 +573,15 @@ def _write_png(path: Path, image: Image) -> None:
     """Write a PNG under a temporary name, fsync it and rename it, so a reader never sees half a file."""
     with atomic_open(path) as handle:
         PILImage.fromarray(image).save(handle, format="PNG", compress_level=1)
+
+
+def has_rendered_frames(root: Path) -> bool:
+    """True when ``root`` is a run directory holding rendered frames (committed or pending): one to resume."""
+    try:
+        manifest = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return not _never_rendered(Path(root), manifest)
 
 
 def _never_rendered(root: Path, manifest: dict[str, Any]) -> bool:
