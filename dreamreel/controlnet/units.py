@@ -140,6 +140,21 @@ class ControlProvider:
                                          guidance_end=max(start, end)))  # fmt: skip
         return tuple(controls)
 
+    def prefill(self, frame: int, source: Image | None) -> int:
+        """Put frame ``frame``'s maps into the cache (``source``: the frame's source image) without reading the
+        ones already there; returns how many maps were computed. Used to extract a whole video's maps ahead,
+        in parallel (:mod:`dreamreel.jobs.control_prefill`)."""
+        if self.cache is None:
+            return 0
+        computed = 0
+        for unit in self._units:
+            image = unit.images(frame) if unit.images is not None else source
+            if image is None or self.cache.path_for(image, unit.preprocessor).is_file():
+                continue
+            self._detect(unit, image)
+            computed += 1
+        return computed
+
     def _detect(self, unit: _UnitRuntime, image: Image) -> Image:
         def compute(picture: Image) -> Image:
             self.detector_calls += 1

@@ -61,6 +61,7 @@ class Job:
     options: dict[str, Any]  # RenderOptions values (render, m2m) or still options
     still: dict[str, Any] = field(default_factory=dict)  # StillRequest fields (still)
     source: str | None = None  # the settings file or batch file the job came from
+    chunks: tuple[int, int] | None = None  # m2m split across workers: (frames per chunk, overlap)
 
     @property
     def id(self) -> str:
@@ -70,6 +71,7 @@ class Job:
             "settings": json.loads(settings_to_json(self.settings)) if self.settings is not None else None,
             "still": self.still,
             "options": {k: _identity(k, v) for k, v in sorted(self.options.items()) if k not in _NOT_CONTENT},
+            "chunks": self.chunks,
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -87,7 +89,7 @@ class Job:
         """The job as JSON text (what a remote worker needs to run it)."""
         return json.dumps({
             "kind": self.kind, "name": self.name, "options": _jsonable(self.options), "still": self.still,
-            "source": self.source,
+            "source": self.source, "chunks": self.chunks,
             "settings": json.loads(settings_to_json(self.settings)) if self.settings is not None else None,
         })  # fmt: skip
 
@@ -95,7 +97,8 @@ class Job:
     def from_json(cls, text: str) -> Job:
         data = json.loads(text)
         settings = validate_settings(data["settings"]) if data["settings"] is not None else None
-        return cls(data["kind"], data["name"], settings, data["options"], data["still"], data["source"])
+        chunks = tuple(data["chunks"]) if data.get("chunks") else None
+        return cls(data["kind"], data["name"], settings, data["options"], data["still"], data["source"], chunks)
 
 
 _NOT_CONTENT = {"out", "overwrite", "segment_frames", "save_frames"}
@@ -165,7 +168,7 @@ def _file_entries(path: Path) -> list[tuple[dict[str, Any], Path]]:
     return [(entry, path.parent) for entry in data]
 
 
-_ENTRY_KEYS = {"kind", "settings", "input", "name", "options", "sweep"}
+_ENTRY_KEYS = {"kind", "settings", "input", "name", "options", "sweep", "chunks"}
 
 
 def _job(entry: Mapping[str, Any], base: Path, defaults: dict[str, Any]) -> Job:
@@ -211,7 +214,21 @@ def _job(entry: Mapping[str, Any], base: Path, defaults: dict[str, Any]) -> Job:
             options[key] = str((base / options[key]).expanduser())
     RenderOptions.from_values(options)  # checked now, with the option names in the message
     name = str(entry.get("name") or settings_path.stem)
-    return Job(kind, name, settings, options, {}, str(settings_path))
+    return Job(kind, name, settings, options, {}, str(settings_path), _chunks(entry.get("chunks"), kind))
+
+
+def _chunks(value: Any, kind: str) -> tuple[int, int] | None:
+    """``"chunks": {"frames": 24, "overlap": 4}`` of an m2m job (split across workers)."""
+    if value is None:
+        return None
+    if kind != "m2m" or not isinstance(value, Mapping):
+        raise SettingsError('only an m2m job is split into chunks: {"frames": 24, "overlap": 4}', key="chunks")
+    frames, overlap = value.get("frames", 24), value.get("overlap", 4)
+    if not (isinstance(frames, int) and isinstance(overlap, int) and overlap >= 0 and frames > 2 * overlap):
+        raise SettingsError(
+            f"is {dict(value)}; frames per chunk must be a whole number above twice the overlap", key="chunks"
+        )
+    return frames, overlap
 
 
 # --- sweeps ----------------------------------------------------------------------------------
@@ -307,6 +324,8 @@ def run_job(
     run_dir = job.run_dir(out)
     if job.kind == "still":
         return _run_still(job, run_dir, started)
+    if job.chunks is not None:
+        return _run_chunked(job, run_dir, started, pool=pool, should_stop=should_stop)
     manifest = _manifest(run_dir)
     if manifest is not None and manifest.get("status") == "done" and not _unfinished_finish(run_dir, job):
         return JobResult(job, "skipped", run_dir, _video(run_dir, manifest))
@@ -325,6 +344,32 @@ def run_job(
     video = report.finished_video or report.video
     state = "done" if report.finished else "interrupted"
     return JobResult(job, state, run_dir, video, seconds=time.perf_counter() - started)
+
+
+def plan_chunked(job: Job, run_dir: Path) -> Any:
+    """The plan of a chunked m2m job (made once, checked on every later call; see :mod:`dreamreel.jobs.m2m_plan`)."""
+    from dreamreel.jobs.m2m_plan import plan_m2m
+    from dreamreel.jobs.render import RenderOptions
+
+    assert job.settings is not None and job.chunks is not None
+    options = RenderOptions.from_values({k: v for k, v in job.options.items() if k != "out"})
+    return plan_m2m(job.settings, options, run_dir, chunk_frames=job.chunks[0], overlap=job.chunks[1])
+
+
+def _run_chunked(job: Job, run_dir: Path, started: float, *, pool: Any, should_stop: Callable[[], bool]) -> JobResult:
+    """A chunked m2m job in this process: the anchor, every chunk in order, then the joined video."""
+    from dreamreel.jobs.m2m_plan import assemble, plan_generator, render_anchor, render_chunk
+
+    plan = plan_chunked(job, run_dir)
+    if plan.video_path.is_file():
+        return JobResult(job, "skipped", run_dir, plan.video_path)
+    generator = plan_generator(plan, pool)
+    if plan.needs_anchor:
+        render_anchor(plan, generator=generator)
+    for chunk in plan.chunks:
+        if should_stop() or not render_chunk(plan, chunk.index, generator=generator, should_stop=should_stop).finished:
+            return JobResult(job, "interrupted", run_dir, seconds=time.perf_counter() - started)
+    return JobResult(job, "done", run_dir, assemble(plan), seconds=time.perf_counter() - started)
 
 
 def _unfinished_finish(run_dir: Path, job: Job) -> bool:
@@ -436,6 +481,9 @@ def status(jobs: Sequence[Job], out: Path) -> list[JobStatus]:
         run_dir = job.run_dir(out)
         frames = job.settings.max_frames if job.settings is not None else int(job.still.get("batch_count", 1))
         manifest = _manifest(run_dir)
+        if job.chunks is not None:
+            statuses.append(_chunked_status(job, run_dir, frames))
+            continue
         if job.kind == "still":
             finished = (run_dir / "done.json").is_file()
             statuses.append(
@@ -456,6 +504,19 @@ def status(jobs: Sequence[Job], out: Path) -> list[JobStatus]:
             state = "finishing"
         statuses.append(JobStatus(job, state, done, frames, eta, _video(run_dir, manifest)))
     return statuses
+
+
+def _chunked_status(job: Job, run_dir: Path, frames: int) -> JobStatus:
+    from dreamreel.jobs.m2m_plan import M2MPlan, unfinished_chunks
+
+    if not (run_dir / "plan.json").is_file():
+        return JobStatus(job, "pending", 0, frames, None, None)
+    plan = M2MPlan.load(run_dir)
+    if plan.video_path.is_file():
+        return JobStatus(job, "done", plan.frames, plan.frames, None, plan.video_path)
+    left = set(unfinished_chunks(plan))
+    done = sum(chunk.end - chunk.start for chunk in plan.chunks if chunk.index not in left)
+    return JobStatus(job, f"chunks {len(plan.chunks) - len(left)}/{len(plan.chunks)}", done, plan.frames, None, None)
 
 
 def _duration(seconds: float | None) -> str:

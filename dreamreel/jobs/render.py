@@ -327,7 +327,7 @@ def render_run(
     try:
         # every check and every model load happens before the run directory is written, so a
         # failed start leaves nothing that blocks the next attempt
-        prepared = _prepare(settings, table, options, out, video_source, frames)
+        prepared = prepare_run(settings, table, options, out, video_source, frames)
         loaded = _load(settings, options, prepared, pool)
         manifest_options = _manifest_options(options, prepared, source)
         run = RunDirectory.create(
@@ -383,7 +383,7 @@ def resume(
     picked = resume_options(saved, options)
     merged = RenderOptions(**{**asdict(options), **picked, "out": Path(run_dir), "max_frames": None})
     video_source = open_input_video(settings)[0] if settings.mode == "video" else None
-    prepared = _prepare(settings, table, merged, Path(run_dir), video_source, frames)
+    prepared = prepare_run(settings, table, merged, Path(run_dir), video_source, frames)
     prepared.notices[:0] = notices
     loaded = _load(settings, merged, prepared, pool)
     run.manifest.options.update(_resolved_models(prepared))  # the model may have moved (same hash)
@@ -454,7 +454,7 @@ def open_input_video(settings: Settings) -> tuple[Any, Settings]:
     return source, updated
 
 
-def _prepare(
+def prepare_run(
     settings: Settings,
     table: ScheduleTable,
     options: RenderOptions,
@@ -545,8 +545,8 @@ def _load(settings: Settings, options: RenderOptions, prepared: Prepared, pool: 
     started = time.perf_counter()
     timer = StageTimer()
     with timer.stage("load"):
-        controls = _controls(settings, options, prepared.video)
-        generator = _generator(settings, options, prepared.model_path, pool)
+        controls = control_provider(settings, options, prepared.video)
+        generator = load_generator(settings, options, prepared.model_path, pool)
         ops = frame_ops(settings, options, generator)
         motion = _motion(settings, prepared.depth_path, prepared.video, ops, timer)
         steps = _finish_steps(prepared.finish, options)
@@ -695,7 +695,7 @@ def _run_loop(
         frames=frames,
         controls=controls,
         guess_mode=bool(controls is not None and controls.guess_mode),
-        reference_for=_video_reference(settings, frames),
+        reference_for=video_reference(settings, frames),
         flow_cadence=None if settings.optical_flow_cadence == "none" else settings.optical_flow_cadence,
     )
     # a motion preview shows the camera only: colour matching, contrast, noise and sharpening pile up
@@ -822,7 +822,7 @@ def _finish_following(following: Any, prepared: Prepared, *, finished: bool) -> 
         return None
 
 
-def _video_reference(settings: Settings, frames: Any) -> Callable[[int], Image] | None:
+def video_reference(settings: Settings, frames: Any) -> Callable[[int], Image] | None:
     """Colour reference 'video': match to the input frame, refreshed every ``video_every_n_frames``."""
     color = settings.color_coherence
     if color is None or color.reference != "video" or frames is None:
@@ -840,7 +840,7 @@ def _video_reference(settings: Settings, frames: Any) -> Callable[[int], Image] 
     return reference
 
 
-def _controls(settings: Settings, options: RenderOptions, video: VideoOptions) -> Any:
+def control_provider(settings: Settings, options: RenderOptions, video: VideoOptions) -> Any:
     if not settings.controlnet or options.preview:
         return None
     from dreamreel.controlnet.units import ControlProvider
@@ -900,9 +900,10 @@ def load_image(source: str, width: int, height: int, *, key: str) -> Image:
     return np.asarray(rgb).copy()
 
 
-def _generator(
+def load_generator(
     settings: Settings, options: RenderOptions, model_path: Path | None = None, pool: ModelPool | None = None
 ) -> FrameGenerator:
+    """The run's generator (the preview's stand-in with ``--preview``), from ``pool`` when it holds it."""
     if options.preview:
         return PreviewGenerator()
     model = str(model_path) if model_path is not None else model_name(settings, options)
