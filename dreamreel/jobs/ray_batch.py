@@ -43,10 +43,12 @@ class RenderWorker:
     def __init__(self, torch_threads: int | None = None) -> None:
         from dreamreel.jobs.render import ModelPool
 
-        if torch_threads:
+        if torch_threads:  # one worker per core: torch's and OpenCV's thread pools pinned to that many threads
+            import cv2
             import torch
 
             torch.set_num_threads(torch_threads)
+            cv2.setNumThreads(torch_threads)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the driver reports each job
         self.pool = ModelPool()
 

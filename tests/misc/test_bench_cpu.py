@@ -29,7 +29,8 @@ def test_the_finishing_benchmark_runs_every_part_at_a_tiny_size() -> None:
 @pytest.mark.slow
 def test_the_batch_benchmark_runs_at_a_tiny_size() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_batch.py"), "--jobs", "2", "--frames", "2"],
+        [sys.executable, str(ROOT / "benchmarks" / "bench_batch.py"), "--jobs", "2", "--frames", "2", "--size", "64",
+         "--steps", "2"],
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
