@@ -129,3 +129,18 @@ def test_jobs_with_the_same_model_load_it_once(tmp_path: Path, monkeypatch: pyte
     jobs = read_batch(settings, defaults={"model": str(model)}, sweeps=["seed=1..3"])
     results = run_local(jobs, tmp_path / "runs")
     assert [r.state for r in results] == ["done"] * 3 and len(loads) == 1
+
+
+def test_the_local_executor_never_imports_ray(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    settings = _settings(tmp_path, "r", max_frames=3)
+    code = (
+        "import sys; from pathlib import Path; import dreamreel;"
+        "from dreamreel.jobs.batch import read_batch, run_local;"
+        f"run_local(read_batch(Path({str(settings)!r}), defaults={{'preview': True}}), Path({str(tmp_path / 'o')!r}));"
+        "print('ray' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
