@@ -7,6 +7,9 @@ no network access:
   text encoder, a small byte-level BPE tokenizer) plus ControlNets in ``controlnet-<name>``.
 - :func:`save_tiny_single_file`: the same kind of model as one ``.safetensors`` file in the original
   LDM/A1111 key layout.
+- :func:`tiny_sdxl_pipeline`, :func:`save_tiny_sdxl_model`, :func:`save_tiny_sdxl_single_file`: a tiny SDXL
+  model (two text encoders, ``text_time`` UNet) in memory, as a diffusers folder, or as one file in
+  SGM/A1111's layout.
 - :func:`save_tiny_lora`, :func:`save_tiny_embedding`, :func:`save_tiny_vae`, :func:`save_tiny_taesd`.
 - :func:`save_tiny_depth_model`: a tiny DPT depth model for the 3D warp.
 - :func:`tiny_annotator_network`, :func:`save_tiny_annotators`: ControlNet detector networks
@@ -356,6 +359,130 @@ def save_tiny_single_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder), str(path))
     logger.info("saved a tiny single-file checkpoint to %s", path)
+    return path
+
+
+# --- SDXL ---------------------------------------------------------------------------------------
+
+
+def tiny_sdxl_pipeline() -> Any:
+    """Build a tiny ``StableDiffusionXLPipeline`` in memory (seeded, deterministic).
+
+    The UNet has ``addition_embed_type="text_time"``; the text encoders are a ``CLIPTextModel`` and a
+    ``CLIPTextModelWithProjection`` (32 and 48 features, so 80 cross-attention features, pooled 32);
+    ``tokenizer_2`` pads with ``!`` (id 0) like SDXL's OpenCLIP tokenizer. 64x64 images, 8x8 latents.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = tiny_tokenizer(Path(tmp))
+        tokenizer_2 = CLIPTokenizer(
+            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), pad_token="!", model_max_length=77
+        )
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+        cross_attention_dim=32 + 48,
+        sample_size=8,
+    )
+    torch.manual_seed(0)
+    vae = _tiny_vae(False)
+    torch.manual_seed(0)
+    text_encoder = _tiny_text_encoder(tokenizer)
+    torch.manual_seed(1)
+    config = copy.deepcopy(text_encoder.config)
+    config.pad_token_id = 0
+    config.hidden_size = 48  # differs from CLIP-L's, as in SDXL (single-file loading tells them apart by it)
+    text_encoder_2 = CLIPTextModelWithProjection(config)
+    scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+    return StableDiffusionXLPipeline(  # type: ignore[no-untyped-call, unused-ignore]  # diffusers dummy class
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+    )
+
+
+def save_tiny_sdxl_model(path: Path | str) -> Path:
+    """Save :func:`tiny_sdxl_pipeline` as a diffusers folder at ``path``; returns ``path``."""
+    path = Path(path)
+    tiny_sdxl_pipeline().save_pretrained(path, safe_serialization=True)
+    logger.info("saved a tiny SDXL model to %s", path)
+    return path
+
+
+def open_clip_state_dict(text_encoder: Any) -> dict[str, torch.Tensor]:
+    """A ``CLIPTextModelWithProjection``'s weights in OpenCLIP's layout (SDXL's ``conditioner.embedders.1.model``):
+    ``transformer.resblocks.N`` with fused ``attn.in_proj_*``, ``ln_final``, ``text_projection`` transposed."""
+    out: dict[str, torch.Tensor] = {}
+    state = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
+    out["positional_embedding"] = state.pop("embeddings.position_embedding.weight")
+    out["token_embedding.weight"] = state.pop("embeddings.token_embedding.weight")
+    out["text_projection"] = state.pop("text_projection.weight").T.contiguous()
+    state.pop("embeddings.position_ids", None)
+    layers = int(text_encoder.config.num_hidden_layers)
+    for part in ("weight", "bias"):
+        out[f"ln_final.{part}"] = state.pop(f"final_layer_norm.{part}")
+        for index in range(layers):
+            prefix, block = f"encoder.layers.{index}.", f"transformer.resblocks.{index}."
+            qkv = [state.pop(f"{prefix}self_attn.{n}_proj.{part}") for n in "qkv"]
+            out[f"{block}attn.in_proj_{part}"] = torch.cat(qkv)
+            for old, new in (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2")):
+                out[f"{block}{new}.{part}"] = state.pop(f"{prefix}{old}.{part}")
+            out[f"{block}mlp.c_fc.{part}"] = state.pop(f"{prefix}mlp.fc1.{part}")
+            out[f"{block}mlp.c_proj.{part}"] = state.pop(f"{prefix}mlp.fc2.{part}")
+    if state:
+        raise ValueError(f"unconverted text encoder weights: {sorted(state)}")
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def save_tiny_sdxl_single_file(path: Path | str, *, config_dir: Path | str) -> Path:
+    """Save :func:`tiny_sdxl_pipeline` as one ``.safetensors`` file in SGM/A1111's SDXL layout.
+
+    Keys are ``model.diffusion_model.*`` (with ``label_emb.0.*``), ``first_stage_model.*``,
+    ``conditioner.embedders.0.transformer.text_model.*`` (CLIP-L) and ``conditioner.embedders.1.model.*``
+    (OpenCLIP-G). The diffusers folder it was made from is saved in ``config_dir``: load the file with that
+    folder as the config (the bundled SDXL configs are real-sized).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    pipe = tiny_sdxl_pipeline()
+    pipe.save_pretrained(config_dir, safe_serialization=True)
+    unet = pipe.unet
+    lpb = unet.config.layers_per_block
+    has_attention = [name.startswith("CrossAttn") for name in unet.config.up_block_types]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in unet.state_dict().items():
+        if key.startswith("add_embedding.linear_"):
+            name = f"label_emb.0.{0 if key[len('add_embedding.linear_')] == '1' else 2}.{key.rsplit('.', 1)[1]}"
+        else:
+            name = unet_key_to_ldm(key, lpb, has_attention)
+        out["model.diffusion_model." + name] = value.contiguous()
+    out.update({"first_stage_model." + k: v for k, v in vae_to_ldm(pipe.vae).items()})
+    for key, value in pipe.text_encoder.state_dict().items():
+        name = key.removeprefix("text_model.")
+        out["conditioner.embedders.0.transformer.text_model." + name] = value.contiguous()
+    out.update({"conditioner.embedders.1.model." + k: v for k, v in open_clip_state_dict(pipe.text_encoder_2).items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path))
+    logger.info("saved a tiny SDXL single-file checkpoint to %s", path)
     return path
 
 

@@ -53,7 +53,7 @@ from dreamreel.generation import FrameGenerator, GenerationRequest, Image
 from dreamreel.jobs.m2m import MIN_SIDE
 from dreamreel.keyframes.table import FrameParams
 from dreamreel.media.rundir import save_png_with_info
-from dreamreel.pnginfo import GenerationInfo
+from dreamreel.pnginfo import GenerationInfo, paste_params
 from dreamreel.settings import Settings, resolve_schedules, with_resolved_seed
 from dreamreel.settings.io import validate_settings
 
@@ -123,42 +123,60 @@ class StillRequest:
     def from_info(cls, info: GenerationInfo, **overrides: object) -> StillRequest:
         """The request that regenerates an image from its A1111 parameters (``--from``).
 
+        The parameters are read as A1111's paste reads them (:func:`dreamreel.pnginfo.paste_params`): an
+        empty value counts as missing, and a missing key takes A1111's default. Of those defaults dreamreel
+        acts on ``Clip skip: 1``, ``Hires resize-1``/``-2: 0`` (scale by ``Hires upscale``), ``Hires prompt``
+        and ``Hires negative prompt`` empty (the first pass's), ``Hires sampler: Use same sampler`` and
+        ``Hires checkpoint: Use same checkpoint`` (what dreamreel does; any other value is warned about) and
+        ``Schedule type: Automatic`` (the sampler's own schedule; ``Karras`` or ``Exponential`` is added to
+        the sampler's name, as A1111 1.9+ writes them apart; another schedule is warned about). ``RNG``
+        (default ``GPU``) has no field here yet (docs/compat.md).
+
         As in A1111's paste, the hires fix is on when the parameters have ``Denoising strength`` and one
         of ``Hires upscale``, ``Hires upscaler`` or ``Hires resize``; its ``Denoising strength`` is then
         the hires pass's.
         """
-        size = info.size() or (512, 512)
-        denoise = float(info.number("Denoising strength", 0.75) or 0.0)
-        hires = "Denoising strength" in info.params and any(key in info.params for key in HIRES_KEYS)
+        pasted = GenerationInfo(info.prompt, info.negative_prompt, paste_params(info))
+        params = pasted.params
+        size = pasted.size() or (512, 512)
+        denoise = float(pasted.number("Denoising strength", 0.75) or 0.0)
+        hires = "Denoising strength" in params and any(key in params for key in HIRES_KEYS)
         values: dict[str, object] = {
             "prompt": info.prompt,
             "negative_prompt": info.negative_prompt,
-            "sampler": info.params.get("Sampler", "Euler a"),
-            "steps": int(info.number("Steps", 25) or 25),
-            "cfg_scale": float(info.number("CFG scale", 7.0) or 7.0),
-            "seed": int(info.number("Seed", -1) or 0),
+            "sampler": _sampler_with_schedule(params.get("Sampler", "Euler a"), params["Schedule type"]),
+            "steps": int(pasted.number("Steps", 25) or 25),
+            "cfg_scale": float(pasted.number("CFG scale", 7.0) or 7.0),
+            "seed": int(pasted.number("Seed", -1) or 0),
             "width": size[0],
             "height": size[1],
-            "clip_skip": int(info.number("Clip skip", 1) or 1),
+            "clip_skip": int(pasted.number("Clip skip", 1) or 1),
         }
         if hires:
-            resize = parse_hires_resize(info.params.get("Hires resize"), key="parameters")
+            if "Hires resize" in params:
+                resize = parse_hires_resize(params["Hires resize"], key="parameters")
+            else:
+                resize = (int(pasted.number("Hires resize-1", 0) or 0), int(pasted.number("Hires resize-2", 0) or 0))
             values.update(
                 hires=True,
-                hires_upscale=float(info.number("Hires upscale", 2.0) or 0.0),
+                hires_upscale=float(pasted.number("Hires upscale", 2.0) or 0.0),
                 hires_resize_x=resize[0],
                 hires_resize_y=resize[1],
-                hires_upscaler=info.params.get("Hires upscaler") or "Latent",
-                hires_steps=int(info.number("Hires steps", 0) or 0),
+                hires_upscaler=params.get("Hires upscaler") or "Latent",
+                hires_steps=int(pasted.number("Hires steps", 0) or 0),
                 hires_denoising_strength=denoise,
-                hires_prompt=info.params.get("Hires prompt", ""),
-                hires_negative_prompt=info.params.get("Hires negative prompt", ""),
+                hires_prompt=params["Hires prompt"],
+                hires_negative_prompt=params["Hires negative prompt"],
             )
-            ignored = [key for key in UNSUPPORTED_HIRES_KEYS if info.params.get(key) not in (None, "")]
+            ignored = [
+                key
+                for key in UNSUPPORTED_HIRES_KEYS
+                if params.get(key) not in (None, "") and params[key] != SAME_AS_FIRST_PASS.get(key)
+            ]
             if ignored:
                 logger.warning(
                     "the image's %s %s not supported: the hires pass uses the first pass's",
-                    ", ".join(f"'{key}: {info.params[key]}'" for key in ignored),
+                    ", ".join(f"'{key}: {params[key]}'" for key in ignored),
                     "is" if len(ignored) == 1 else "are",
                 )
         else:
@@ -284,6 +302,24 @@ UNSUPPORTED_HIRES_KEYS: tuple[str, ...] = (
     "Hires sampler", "Hires checkpoint", "Hires CFG Scale", "Hires schedule type", "Hires module 1",
 )  # fmt: skip
 """A1111 hires parameters dreamreel does not reproduce (a warning names them)."""
+SAME_AS_FIRST_PASS: dict[str, str] = {
+    "Hires sampler": "Use same sampler",
+    "Hires checkpoint": "Use same checkpoint",
+    "Hires schedule type": "Use same scheduler",
+}
+"""A1111's values of unsupported hires parameters that mean "the first pass's" (what dreamreel does)."""
+SCHEDULE_SUFFIXES: tuple[str, ...] = ("Karras", "Exponential")
+"""A1111 ``Schedule type`` values that dreamreel spells as a sampler-name suffix."""
+
+
+def _sampler_with_schedule(sampler: str, schedule: str) -> str:
+    """A1111 1.9+'s ``Sampler`` and ``Schedule type`` as one dreamreel sampler name (``DPM++ 2M Karras``)."""
+    if schedule == "Automatic" or sampler.endswith(tuple(f" {suffix}" for suffix in SCHEDULE_SUFFIXES)):
+        return sampler
+    if schedule in SCHEDULE_SUFFIXES:
+        return f"{sampler} {schedule}"
+    logger.warning("the image's 'Schedule type: %s' is not supported: %s uses its own schedule", schedule, sampler)
+    return sampler
 
 
 @dataclass(frozen=True)
@@ -447,7 +483,9 @@ class _TwoPassGenerator(Protocol):
 
     def decode_latents(self, latents: torch.Tensor) -> list[torch.Tensor]: ...
 
-    def generate_hires_pass(self, request: GenerationRequest, init: torch.Tensor) -> list[torch.Tensor]: ...
+    def generate_hires_pass(
+        self, request: GenerationRequest, init: torch.Tensor, *, first_pass_steps: int | None = None
+    ) -> list[torch.Tensor]: ...
 
 
 class _HiresFix:
@@ -502,7 +540,9 @@ class _HiresFix:
             second = replace(
                 second, prompt=plan.prompt[0], negative_prompt=plan.prompt[1], prompt_parts=(), negative_parts=()
             )
-        return [image.cpu().numpy() for image in self.generator.generate_hires_pass(second, init)]
+        # A1111 >= 1.6 schedules the hires pass's prompt editing on from the first pass's steps
+        images = self.generator.generate_hires_pass(second, init, first_pass_steps=request.steps)
+        return [image.cpu().numpy() for image in images]
 
 
 def upscale_latents(latents: torch.Tensor, plan: HiresPlan) -> torch.Tensor:

@@ -24,10 +24,12 @@ from PIL import Image as PILImage
 
 from dreamreel.errors import ModelLoadError, SettingsError
 from dreamreel.generation import GenerationRequest, Image
+from dreamreel.pipelines.composable import ComposableGuidance, composable_parts, installed
 from dreamreel.pipelines.finding import find_embedding, find_lora
 from dreamreel.pipelines.loading import load_pipeline, resolve_model
 from dreamreel.pipelines.prompt_syntax import extract_lora_tags, prompt_schedule
 from dreamreel.pipelines.samplers import check_sampler, make_scheduler
+from dreamreel.pipelines.sdxl import SdxlConditioner, first_prompt, is_sdxl, load_sdxl_embedding
 from dreamreel.pipelines.text_encoding import encode_blend, encode_pair, pad_to_chunks
 
 logger = logging.getLogger(__name__)
@@ -133,11 +135,7 @@ class DiffusersGenerator:
     def __init__(self, pipe: Any, *, models_dir: Path | None = None, embeddings: Sequence[Path] = ()) -> None:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            raise ModelLoadError(
-                f"{type(pipe).__name__}: SDXL checkpoints load, but generating with them is not supported yet "
-                "(A1111 prompt weighting needs both of SDXL's text encoders); use an SD 1.x or 2.x model"
-            )
+        self._sdxl = SdxlConditioner(pipe) if is_sdxl(pipe) else None  # A1111's conditioning on both encoders
         self.models_dir = models_dir
         self._has_controlnet = getattr(pipe, "controlnet", None) is not None
         if self._has_controlnet:
@@ -277,12 +275,20 @@ class DiffusersGenerator:
             kwargs.update(image=image, strength=request.strength)
         else:
             kwargs.update(height=request.height, width=request.width)
+        if self._sdxl is not None:
+            kwargs.update(self._sdxl_kwargs(request, prompt, negative, count, image))
         if request.controls:
             self._add_controls(kwargs, request, txt2img=not img2img)
-        if len(schedule) > 1:
+        guidance = self._composable(request, prompt, count)
+        if guidance is not None:
+            kwargs["callback_on_step_end"] = guidance
+        elif len(schedule) > 1:
             kwargs["callback_on_step_end"] = _PromptEditor(schedule, uncond, count, cfg=request.cfg_scale > 1.0)
             kwargs["callback_on_step_end_tensor_inputs"] = ["prompt_embeds"]
-        with _noise_multiplier(pipe.scheduler, request.noise_multiplier if img2img else 1.0):
+        with (
+            _noise_multiplier(pipe.scheduler, request.noise_multiplier if img2img else 1.0),
+            installed(guidance, pipe.unet, getattr(pipe, "controlnet", None)),
+        ):
             output = pipe(**kwargs)
         if self._cross_frame is not None:
             self._cross_frame.next_frame()
@@ -325,16 +331,23 @@ class DiffusersGenerator:
             pipe.disable_lora()
         self._active_loras = loras
         self._encoded.clear()  # LoRAs may change the text encoder
+        if self._sdxl is not None:
+            self._sdxl.clear()
 
     def _load_embeddings(self, text: str) -> None:
         for stem, path in self._embedding_files.items():
             if stem not in self._loaded_embeddings and re.search(rf"(?<![\w-]){re.escape(stem)}(?![\w-])", text):
                 try:
-                    self._txt2img.load_textual_inversion(str(path), token=stem)
+                    if self._sdxl is not None:
+                        load_sdxl_embedding(self._txt2img, path, stem)
+                    else:
+                        self._txt2img.load_textual_inversion(str(path), token=stem)
                 except (ValueError, KeyError, RuntimeError, OSError) as exc:
                     raise ModelLoadError(f"cannot load embedding {stem!r} from {path}: {exc}") from exc
                 self._loaded_embeddings.add(stem)
                 self._encoded.clear()
+                if self._sdxl is not None:
+                    self._sdxl.clear()
                 logger.info("loaded embedding %s from %s", stem, path)
 
     def add_embedding(self, name: str) -> None:
@@ -342,19 +355,20 @@ class DiffusersGenerator:
         self._embedding_files[Path(name).stem] = find_embedding(name, self.models_dir)
 
     def _conditioning(
-        self, request: GenerationRequest, prompt: str, negative: str
+        self, request: GenerationRequest, prompt: str, negative: str, *, first_pass_steps: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, torch.Tensor]]]:
         """(cond, uncond, [(end_step, cond)] for prompt editing), all padded to the same length.
 
         Encodings are cached on what they depend on (the texts, blended parts and clip skip), not on
-        the step count: a step schedule does not re-encode the same prompt every frame.
+        the step count: a step schedule does not re-encode the same prompt every frame. In a hires pass,
+        ``first_pass_steps`` shifts prompt editing as A1111 does (see ``prompt_schedule``).
         """
         if request.prompt_parts:
             cond, uncond = self._encode(
                 ("parts", request.prompt_parts, request.negative_parts, negative), request.clip_skip
             )
             return cond, uncond, [(request.steps, cond)]
-        schedule = prompt_schedule(prompt, request.steps)
+        schedule = prompt_schedule(prompt, request.steps, first_pass_steps=first_pass_steps)
         if len(schedule) == 1:
             cond, uncond = self._encode(("text", schedule[0][1], negative), request.clip_skip)
             return cond, uncond, [(request.steps, cond)]
@@ -374,7 +388,10 @@ class DiffusersGenerator:
             return self._encoded[key]
         pipe = self._txt2img
         encode = {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "clip_skip": clip_skip}
-        if what[0] == "parts":
+        if self._sdxl is not None:  # A1111 ignores clip skip on SDXL (see dreamreel.pipelines.sdxl)
+            pair = (list(what[1]), list(what[2]) or what[3]) if what[0] == "parts" else (what[1], what[2])
+            cond, uncond = self._sdxl.pair(*pair)
+        elif what[0] == "parts":
             _, parts, negative_parts, negative = what
             cond = encode_blend(parts, **encode)
             uncond_source: Any = list(negative_parts) or negative
@@ -389,6 +406,19 @@ class DiffusersGenerator:
         if len(self._encoded) > _EMBEDDING_CACHE:
             self._encoded.popitem(last=False)
         return cond, uncond
+
+    def _sdxl_kwargs(
+        self, request: GenerationRequest, prompt: str, negative: str, count: int, image: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """SDXL's pooled embeddings (of the first scheduled prompt or the blend) and size conditioning."""
+        assert self._sdxl is not None
+        height, width = (request.height, request.width) if image is None else tuple(image.shape[-2:])
+        if image is not None and image.shape[1] != 3:  # latents (the hires pass)
+            scale = int(self._txt2img.vae_scale_factor)
+            height, width = height * scale, width * scale
+        source = first_prompt(request.prompt_parts, prompt_schedule(prompt, request.steps))
+        negative_source = list(request.negative_parts) or negative
+        return self._sdxl.call_kwargs(source, negative_source, height=height, width=width, count=count)
 
     def _add_controls(self, kwargs: dict[str, Any], request: GenerationRequest, *, txt2img: bool) -> None:
         images = [PILImage.fromarray(c.image) for c in request.controls]
@@ -426,20 +456,26 @@ class DiffusersGenerator:
             )
         return _levels(decoded)
 
-    def generate_hires_pass(self, request: GenerationRequest, init: torch.Tensor) -> list[torch.Tensor]:
+    def generate_hires_pass(
+        self, request: GenerationRequest, init: torch.Tensor, *, first_pass_steps: int | None = None
+    ) -> list[torch.Tensor]:
         """The second pass of A1111's hires fix: img2img of a batch that runs exactly ``request.steps`` steps.
 
         A1111's hires pass always hands its step count to the sampler, so ``setup_img2img_steps`` takes the
         "do exactly the amount of steps" branch whatever the setting says: the schedule has
         ``int(steps / min(strength, 0.999))`` steps and the last ``steps`` of them run, starting from the
-        init noised to that point. Prompt editing (``[a:b:when]``) is scheduled over ``steps``. A schedule
-        longer than the scheduler's training steps (tiny strengths) is cut to them, with a warning.
+        init noised to that point. Prompt editing (``[a:b:when]``) is scheduled over ``steps``, shifted by
+        ``first_pass_steps`` as A1111 >= 1.6 does. A schedule longer than the scheduler's training steps
+        (tiny strengths) is cut to them, with a warning.
 
         Args:
             request: the pass's prompts, sampler, CFG scale, clip skip and seed (image ``i`` has the seed
                 ``request.seed + i``); ``steps`` and ``strength`` (above 0) as above. No ControlNet.
             init: (count, C, h, w) latents (from :meth:`generate_latents`, resized), or (count, H, W, 3)
                 uint8 images (encoded by the VAE, as img2img does).
+            first_pass_steps: the first pass's steps. Given, prompt editing counts on from the first pass
+                (step numbers minus ``first_pass_steps``, fractions from 1.0: ``[a:b:1.5]`` switches half-way
+                through this pass, ``[a:b:0.5]`` uses ``b`` throughout); None schedules over ``steps`` alone.
 
         Returns:
             (H, W, 3) uint8 tensors on the pipeline's device, one per init, the size of the init.
@@ -464,7 +500,10 @@ class DiffusersGenerator:
             total = limit
         # diffusers runs int(total * strength) steps of a total-step schedule: ask for exactly ``steps``
         strength = min(1.0, (min(steps, total) + 0.5) / total)
-        decoded = self._hires_call(request, image.shape[0], image, output_type="pt", steps=total, strength=strength)
+        decoded = self._hires_call(
+            request, image.shape[0], image, output_type="pt", steps=total, strength=strength,
+            first_pass_steps=first_pass_steps,
+        )  # fmt: skip
         return _levels(decoded)
 
     def _hires_call(
@@ -476,6 +515,7 @@ class DiffusersGenerator:
         output_type: str,
         steps: int | None = None,
         strength: float = 1.0,
+        first_pass_steps: int | None = None,
     ) -> torch.Tensor:
         """One pipeline call of the hires fix: :meth:`_run` without ControlNet, noise multiplier or cross-frame
         attention, with the output type and, for img2img, the scheduled steps and diffusers' strength given."""
@@ -488,7 +528,7 @@ class DiffusersGenerator:
         self._use_loras(tuple(loras + negative_loras))
         self._load_embeddings(prompt + " " + negative + " " + " ".join(t for t, _ in request.prompt_parts))
         pipe = self._pipe_for(request, img2img=img2img)
-        cond, uncond, schedule = self._conditioning(request, prompt, negative)
+        cond, uncond, schedule = self._conditioning(request, prompt, negative, first_pass_steps=first_pass_steps)
         kwargs: dict[str, Any] = {
             "prompt_embeds": cond.repeat(count, 1, 1),
             "negative_prompt_embeds": uncond.repeat(count, 1, 1),
@@ -501,11 +541,38 @@ class DiffusersGenerator:
             kwargs.update(image=image, strength=strength)
         else:
             kwargs.update(height=request.height, width=request.width)
-        if len(schedule) > 1:
+        if self._sdxl is not None:
+            kwargs.update(self._sdxl_kwargs(request, prompt, negative, count, image))
+        guidance = self._composable(request, prompt, count, first_pass_steps=first_pass_steps)
+        if guidance is not None:
+            kwargs["callback_on_step_end"] = guidance
+        elif len(schedule) > 1:
             kwargs["callback_on_step_end"] = _PromptEditor(schedule, uncond, count, cfg=request.cfg_scale > 1.0)
             kwargs["callback_on_step_end_tensor_inputs"] = ["prompt_embeds"]
-        images: torch.Tensor = pipe(**kwargs).images
+        with installed(guidance, pipe.unet):
+            images: torch.Tensor = pipe(**kwargs).images
         return images
+
+    def _composable(
+        self, request: GenerationRequest, prompt: str, count: int, *, first_pass_steps: int | None = None
+    ) -> ComposableGuidance | None:
+        """A1111's composable diffusion for a prompt (or blend) with ``AND`` or a ``:weight`` suffix; None
+        otherwise, so that a plain prompt takes the pipeline's own guidance unchanged."""
+        negative = extract_lora_tags(request.negative_prompt)[0]
+        clip_skip = request.clip_skip
+        found = composable_parts(
+            prompt,
+            request.prompt_parts,
+            request.steps,
+            lambda text: self._encode(("text", text, negative), clip_skip),
+            lambda parts: self._encode(("parts", parts, request.negative_parts, negative), clip_skip),
+            lambda: self._encode(("text", "", ""), clip_skip)[0],
+            first_pass_steps=first_pass_steps,
+        )
+        if found is None:
+            return None
+        parts, uncond = found
+        return ComposableGuidance(parts, uncond, count, cfg=request.cfg_scale > 1.0)
 
 
 def _levels(decoded: torch.Tensor) -> list[torch.Tensor]:

@@ -8,6 +8,9 @@ Three layers, applied in this order to a prompt:
 3. :func:`parse_prompt_attention` splits one such text into ``(text, weight)`` runs for
    ``(word)``, ``[word]``, ``(word:1.5)`` and ``BREAK``.
 
+Composable diffusion (``a cat AND a dog :0.5``) is split off between 1 and 2 by :func:`split_and`;
+each sub-prompt then has its own schedule (see ``dreamreel.pipelines.composable``).
+
 The parsers are written for dreamreel; they reproduce A1111's documented behaviour, including
 how unbalanced brackets are treated.
 
@@ -35,6 +38,7 @@ __all__ = [
     "parse_prompt_attention",
     "prompt_at_step",
     "prompt_schedule",
+    "split_and",
 ]
 
 BREAK: tuple[str, float] = ("BREAK", -1.0)
@@ -47,7 +51,10 @@ _WEIGHT = re.compile(r":\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*\)")
 _BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*")
 _ESCAPABLE = "()[]\\"
 _SPECIAL = "\\()[]:|"
-_NUMBER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*")
+_NUMBER = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*")
+"""lark's ``SIGNED_NUMBER`` (A1111's ``when``), with the optional blanks around it."""
+_AND = re.compile(r"\bAND\b")
+_AND_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
 _TAG = re.compile(r"[ \t]*<(\w+):([^>]+)>[ \t]*")
 
 
@@ -62,8 +69,11 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     factor of 1.5; nesting multiplies. ``\\(``, ``\\)``, ``\\[``, ``\\]`` and ``\\\\`` are literal
     characters. Brackets left open at the end apply to the rest of the prompt; a closing bracket
     with nothing open is literal text. ``BREAK`` (upper case, a separate word) becomes the
-    :data:`BREAK` marker; unlike A1111 it also works inside brackets. Adjacent runs with equal
-    weights are merged and empty runs dropped.
+    :data:`BREAK` marker. As in A1111 (``parse_prompt_attention``), the marker is a run of weight -1
+    that brackets scale like any other run, so inside brackets it is no break but the word
+    ``BREAK`` with weight ``-1 * factor``. Adjacent runs with equal weights are merged exactly as
+    A1111 merges them (the empty runs around a ``BREAK`` take part, so they keep the runs on either
+    side apart), then the empty runs are dropped (they hold no tokens).
 
     Args:
         text: one prompt (after prompt editing has been resolved).
@@ -71,14 +81,13 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     Returns:
         ``(text, weight)`` runs, at least one (``[("", 1.0)]`` for an empty prompt).
     """
-    runs: list[list] = []  # [text, weight, is_break]
+    runs: list[list] = []  # [text, weight]
     round_open: list[int] = []
     square_open: list[int] = []
 
     def scale(start: int, factor: float) -> None:
         for run in runs[start:]:
-            if not run[2]:
-                run[1] *= factor
+            run[1] *= factor
 
     i = 0
     while i < len(text):
@@ -86,9 +95,10 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         if ch == "\\":
             nxt = text[i + 1 : i + 2]
             if nxt and nxt in _ESCAPABLE:
-                runs.append([nxt, 1.0, False])
+                runs.append([nxt, 1.0])
                 i += 2
-            else:  # A1111 drops a backslash that escapes nothing
+            else:  # A1111 drops a backslash that escapes nothing (an empty run)
+                runs.append(["", 1.0])
                 i += 1
         elif ch == "(":
             round_open.append(len(runs))
@@ -121,22 +131,20 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
 def _append_plain(runs: list[list], text: str) -> None:
     for index, part in enumerate(_BREAK_SPLIT.split(text)):
         if index > 0:
-            runs.append([BREAK[0], BREAK[1], True])
-        runs.append([part, 1.0, False])
+            runs.append(list(BREAK))
+        runs.append([part, 1.0])
 
 
 def _merge(runs: list[list]) -> list[tuple[str, float]]:
+    """A1111's merge of neighbouring runs with equal weights, then the empty runs dropped."""
     merged: list[list] = []
-    for text, weight, is_break in runs:
-        if not is_break and not text:
-            continue
-        if merged and not is_break and not merged[-1][2] and merged[-1][1] == weight:
+    for text, weight in runs:
+        if merged and merged[-1][1] == weight:
             merged[-1][0] += text
         else:
-            merged.append([text, weight, is_break])
-    if not merged:
-        return [("", 1.0)]
-    return [(text, float(weight)) for text, weight, _ in merged]
+            merged.append([text, weight])
+    kept = [(text, float(weight)) for text, weight in merged if text]
+    return kept or [("", 1.0)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,7 +166,8 @@ class _Edit:
 
     before: tuple[_Node, ...]
     after: tuple[_Node, ...]
-    when: float
+    when: str
+    """The number as written (whether it has a decimal point matters)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,20 +256,30 @@ class _EditParser:
         return _Edit(before, tuple(parts[-2]), when)
 
 
-def _as_number(nodes: list[_Node]) -> float | None:
+def _as_number(nodes: list[_Node]) -> str | None:
     if len(nodes) != 1 or not isinstance(nodes[0], str):
         return None
     match = _NUMBER.fullmatch(nodes[0])
-    return float(match.group(1)) if match else None
+    return match.group(1) if match else None
 
 
-def _when_step(when: float, steps: int) -> int:
-    """A1111: ``when`` below 1 is a fraction of the steps, otherwise a step number."""
-    value = when * steps if when < 1 else when
-    return min(steps, int(value))
+@dataclass(frozen=True, slots=True)
+class _Timeline:
+    """The steps a schedule is resolved for and A1111's offsets (``get_learned_conditioning_prompt_schedules``)."""
+
+    steps: int
+    int_offset: int = 0
+    float_offset: float = 0.0
+
+    def step_of(self, when: str) -> int:
+        """A1111 >= 1.6: a number written with a decimal point is a fraction of the steps (also at 1 and
+        above), one without is a step number; both are shifted by the first pass in a hires pass."""
+        value = float(when)
+        value = (value - self.float_offset) * self.steps if "." in when else value - self.int_offset
+        return min(self.steps, int(value))
 
 
-def _render(nodes: Sequence[_Node], step: int, steps: int) -> str:
+def _render(nodes: Sequence[_Node], step: int, steps: _Timeline) -> str:
     out: list[str] = []
     for node in nodes:
         if isinstance(node, str):
@@ -268,42 +287,47 @@ def _render(nodes: Sequence[_Node], step: int, steps: int) -> str:
         elif isinstance(node, _Group):
             out.append(node.open + _render(node.body, step, steps) + node.close)
         elif isinstance(node, _Edit):
-            branch = node.before if step <= _when_step(node.when, steps) else node.after
+            branch = node.before if step <= steps.step_of(node.when) else node.after
             out.append(_render(branch, step, steps))
         else:
             out.append(_render(node.options[(step - 1) % len(node.options)], step, steps))
     return "".join(out)
 
 
-def _boundaries(nodes: Sequence[_Node], steps: int, found: set[int]) -> None:
+def _boundaries(nodes: Sequence[_Node], steps: _Timeline, found: set[int]) -> None:
     for node in nodes:
         if isinstance(node, _Group):
             _boundaries(node.body, steps, found)
         elif isinstance(node, _Edit):
-            step = _when_step(node.when, steps)
+            step = steps.step_of(node.when)
             if step >= 1:
                 found.add(step)
             _boundaries(node.before, steps, found)
             _boundaries(node.after, steps, found)
         elif isinstance(node, _Alternate):
-            found.update(range(1, steps + 1))
+            found.update(range(1, steps.steps + 1))
             for option in node.options:
                 _boundaries(option, steps, found)
 
 
-def prompt_schedule(text: str, steps: int) -> list[tuple[int, str]]:
+def prompt_schedule(text: str, steps: int, *, first_pass_steps: int | None = None) -> list[tuple[int, str]]:
     """Resolve A1111 prompt editing and alternation into per-step prompt texts.
 
     ``[from:to:when]`` uses ``from`` up to step ``when`` and ``to`` after it; ``[to:when]`` adds
-    ``to`` after ``when``; ``[from::when]`` removes ``from`` after ``when``. ``when`` below 1 is a
-    fraction of ``steps`` (``0.5`` of 20 = step 10), otherwise a step number. ``[a|b|c]`` cycles
-    through the options, one per step. Constructs nest. Brackets that match none of these are
-    kept verbatim for :func:`parse_prompt_attention`.
+    ``to`` after ``when``; ``[from::when]`` removes ``from`` after ``when``. As in A1111 1.6 and
+    later, a ``when`` written with a decimal point is a fraction of ``steps`` whatever its size
+    (``0.5`` of 20 = step 10; ``1.0`` and ``5.0`` never switch), one without is a step number
+    (``5``, ``1e1`` = 10); the number is lark's ``SIGNED_NUMBER``, blanks around it allowed.
+    ``[a|b|c]`` cycles through the options, one per step. Constructs nest. Brackets that match
+    none of these are kept verbatim for :func:`parse_prompt_attention`.
 
     Args:
         text: the prompt.
         steps: the number of sampling steps the schedule is computed for (A1111 uses the full
-            step count, also for img2img).
+            step count, also for img2img); in a hires pass, that pass's steps.
+        first_pass_steps: for a hires pass, the first pass's steps: as A1111 does, step numbers
+            then count on from the first pass (``[a:b:25]`` after 20 first-pass steps switches at
+            the pass's step 5) and fractions from 1.0 (``1.5`` is half-way through the pass).
 
     Returns:
         ``(end_step, prompt)`` pairs in step order, as A1111's
@@ -316,11 +340,15 @@ def prompt_schedule(text: str, steps: int) -> list[tuple[int, str]]:
     if steps < 1:
         raise SettingsError(f"the number of steps must be at least 1, got {steps}", key="steps")
     nodes = _EditParser(text).parse()
+    if first_pass_steps is None:
+        timeline = _Timeline(steps)
+    else:
+        timeline = _Timeline(steps, int_offset=first_pass_steps, float_offset=1.0)
     found = {steps}
-    _boundaries(nodes, steps, found)
+    _boundaries(nodes, timeline, found)
     schedule: list[tuple[int, str]] = []
     for step in sorted(found):
-        rendered = _render(nodes, step, steps)
+        rendered = _render(nodes, step, timeline)
         if schedule and schedule[-1][1] == rendered:
             schedule[-1] = (step, rendered)
         else:
@@ -343,6 +371,38 @@ def prompt_at_step(schedule: Sequence[tuple[int, str]], step: int) -> str:
         if step <= end_step:
             return text
     return schedule[-1][1]
+
+
+# --------------------------------------------------------------------------------------------
+# composable diffusion: a AND b :0.5
+
+
+def split_and(text: str) -> list[tuple[str, float]]:
+    """Split a prompt at ``AND`` into sub-prompts with weights, as A1111's ``get_multicond_prompt_list``.
+
+    ``AND`` must be upper case and a separate word. A sub-prompt may end in ``:weight`` (blanks
+    allowed around the colon); that suffix is removed from its text, and the weight defaults to 1.
+    The split comes before prompt editing, so each sub-prompt has its own schedule.
+
+    Args:
+        text: the prompt (LoRA tags already removed).
+
+    Returns:
+        ``(text, weight)`` pairs, at least one; ``[(text, 1.0)]`` for a prompt without ``AND``
+        or weight suffix.
+
+    Example:
+        >>> split_and("a cat AND a dog :0.5")
+        [('a cat', 1.0), (' a dog', 0.5)]
+    """
+    parts: list[tuple[str, float]] = []
+    for sub in _AND.split(text):
+        match = _AND_WEIGHT.search(sub)
+        if match is None:  # the pattern matches any text; kept for A1111's fallback
+            parts.append((sub, 1.0))
+            continue
+        parts.append((match.group(1), float(match.group(2)) if match.group(2) is not None else 1.0))
+    return parts
 
 
 # --------------------------------------------------------------------------------------------

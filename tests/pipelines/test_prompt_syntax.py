@@ -15,6 +15,7 @@ from dreamreel.pipelines.prompt_syntax import (
     parse_prompt_attention,
     prompt_at_step,
     prompt_schedule,
+    split_and,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -43,7 +44,12 @@ from dreamreel.pipelines.prompt_syntax import (
         ("", [("", 1.0)]),
         ("a BREAK b", [("a", 1.0), BREAK, ("b", 1.0)]),
         ("BREAKFAST break", [("BREAKFAST break", 1.0)]),
-        ("(a BREAK b)", [("a", 1.1), BREAK, ("b", 1.1)]),
+        # A1111: brackets scale the BREAK run too, so inside them it is the word with weight -1.1
+        ("(a BREAK b)", [("a", 1.1), ("BREAK", pytest.approx(-1.1)), ("b", 1.1)]),
+        ("BREAK a BREAK", [BREAK, ("a", 1.0), BREAK]),
+        # A1111 merges before empty runs go: the empty run after BREAK keeps (a) and (b) apart
+        ("(a)BREAK(b)", [("a", 1.1), BREAK, ("b", 1.1)]),
+        ("(a)\\q(b)", [("a", 1.1), ("q", 1.0), ("b", 1.1)]),
         ("a BREAK BREAK b", [("a", 1.0), BREAK, BREAK, ("b", 1.0)]),
     ],
 )
@@ -187,3 +193,57 @@ def test_any_text_parses(text: str, steps: int) -> None:
 def test_text_without_syntax_is_unchanged(text: str, steps: int) -> None:
     assert prompt_schedule(text, steps) == [(steps, text)]
     assert parse_prompt_attention(text) == [(text, 1.0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# A1111 1.6+ scheduling (get_learned_conditioning_prompt_schedules, use_old_scheduling=False):
+# a ``when`` with "." is (v - flt_offset) * steps, one without is v - int_offset; then
+# min(steps, int(v)), and only values >= 1 are boundaries.
+
+
+@pytest.mark.parametrize(
+    ("text", "steps", "expected"),
+    [
+        ("[a:b:5.0]", 20, [(20, "a")]),  # 5.0 * 20 = 100 -> min(20, 100): never switches
+        ("[a:b:1.0]", 20, [(20, "a")]),  # a fraction, not step 1
+        ("[a:b:1]", 20, [(1, "a"), (20, "b")]),  # an integer: step 1
+        ("[a:b:5]", 20, [(5, "a"), (20, "b")]),
+        ("[a:b:0.25]", 20, [(5, "a"), (20, "b")]),
+        ("[a:b:1e1]", 20, [(10, "a"), (20, "b")]),  # SIGNED_NUMBER without ".": a step number
+        ("[a:b:2.5e-1]", 20, [(5, "a"), (20, "b")]),  # with ".": a fraction
+        ("[a:b:5.]", 4, [(4, "a")]),  # "5." is a DECIMAL in lark's grammar
+        ("[a:b:-3]", 20, [(20, "b")]),  # below 1: no boundary, and step <= -3 never holds
+        ("[a:b:1e]", 20, [(20, "[a:b:1e]")]),  # not a number: literal text
+    ],
+)
+def test_a1111_16_scheduling(text: str, steps: int, expected: list[tuple[int, str]]) -> None:
+    assert prompt_schedule(text, steps) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A1111's docstring: get_learned_conditioning_prompt_schedules([p], 10, 10): "a [b:.5] c" -> 'a b c'
+        ("a [b:.5] c", [(10, "a b c")]),
+        ("a [b:1.5] c", [(5, "a  c"), (10, "a b c")]),
+        ("[a:b:15]", [(5, "a"), (10, "b")]),  # 15 - 10 first-pass steps
+        ("[a:b:5]", [(10, "b")]),  # already past in the first pass
+    ],
+)
+def test_hires_pass_offsets(text: str, expected: list[tuple[int, str]]) -> None:
+    assert prompt_schedule(text, 10, first_pass_steps=10) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a cat AND a dog :0.5", [("a cat", 1.0), (" a dog", 0.5)]),
+        ("a cat", [("a cat", 1.0)]),
+        ("a cat:1.5", [("a cat", 1.5)]),  # A1111's re_weight applies without AND too
+        ("a ANDROID AND b: -2", [("a ANDROID", 1.0), (" b", -2.0)]),
+        ("x AND [a:b:0.5] :.5", [("x", 1.0), (" [a:b:0.5]", 0.5)]),
+        ("(word:1.2)", [("(word:1.2)", 1.0)]),  # ")" after the number: not a weight suffix
+    ],
+)
+def test_split_and(text: str, expected: list[tuple[str, float]]) -> None:
+    assert split_and(text) == expected
