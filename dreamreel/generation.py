@@ -61,6 +61,14 @@ class GenerationRequest:
         prompt_parts: for prompt blending, (prompt, weight) parts whose text embeddings are mixed
             with these weights; empty means use ``prompt`` alone.
         negative_parts: the same for the negative prompt.
+        subseed: A1111's variation seed ("Variation seed"), or None for none.
+        subseed_strength: how far the initial noise moves from the seed's towards the subseed's, 0..1.
+        seed_resize_from: A1111's "Seed resize from" as (width, height); (0, 0) is off.
+        rng: the noise source, "cpu", "gpu" or "nv" (A1111's "RNG": CPU, GPU, NV).
+        eta: the eta of ancestral and SDE samplers; None is A1111's default (1.0).
+        s_noise: A1111's "sigma noise" multiplier of the per-step noise (1.0).
+        eta_noise_seed_delta: A1111's ENSD: the per-step noise of ancestral samplers comes from
+            ``seed + ENSD`` (0 is off).
     """
 
     prompt: str
@@ -79,6 +87,13 @@ class GenerationRequest:
     clip_skip: int = 1
     prompt_parts: tuple[tuple[str, float], ...] = field(default=())
     negative_parts: tuple[tuple[str, float], ...] = field(default=())
+    subseed: int | None = None
+    subseed_strength: float = 0.0
+    seed_resize_from: tuple[int, int] = (0, 0)
+    rng: str = "cpu"
+    eta: float | None = None
+    s_noise: float = 1.0
+    eta_noise_seed_delta: int = 0
 
 
 class FrameGenerator(Protocol):
